@@ -1,0 +1,52 @@
+import { resolveSettings, ENV, secretBytes } from '../../config/settings.ts';
+import { signXSignature } from '../../intake/signing.ts';
+import { DEMO, mintUserToken, seedDemoDirectory } from '../demo.ts';
+import { loadOrCreateDevSecrets } from '../dev-secrets.ts';
+import { acquireDataDirLock } from '../data-dir-lock.ts';
+import { openRuntime, run } from '../runtime.ts';
+
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** `herald dev`: embedded PGlite, server and worker in one process, example rules, dev secrets. */
+export async function devCommand(env: NodeJS.ProcessEnv): Promise<number> {
+  const base = resolveSettings(env);
+  const secrets = await loadOrCreateDevSecrets(base.dataDir);
+  const settings = resolveSettings({
+    ...env,
+    [ENV.signingSecret]: env[ENV.signingSecret] || secrets.signingSecret,
+    [ENV.jwtSecret]: env[ENV.jwtSecret] || secrets.jwtSecret,
+  });
+  if (!settings.databaseUrl) await acquireDataDirLock(settings.dataDir);
+  // Logs go to stderr in dev so the banner below stays readable on stdout.
+  const rt = await openRuntime(settings, 2);
+  if (rt.config.isExample) await seedDemoDirectory(rt.engine.db);
+  const { url } = await run(rt, { http: true, worker: true });
+
+  const signing = env[ENV.signingSecret] || secrets.signingSecret;
+  const reader = DEMO.users[1];
+  const token = await mintUserToken(env[ENV.jwtSecret] || secrets.jwtSecret, reader.id);
+  const ctx = { tenantId: DEMO.tenantId, actorId: DEMO.users[0].id, obra: { id: 'obra-42', name: 'Escuela N° 42', percentage: 100 } };
+  const body = JSON.stringify({ type: 'obra.completed', ctx });
+  const lines = [
+    '',
+    `herald dev — listening on ${url}`,
+    `  database : ${settings.databaseUrl ? 'Postgres (DATABASE_URL)' : `PGlite in ${settings.dataDir}`}`,
+    `  rules    : ${rt.config.path}${rt.config.isExample ? ' (example; add herald.config.ts to use your own)' : ''}`,
+    `  mode     : ${settings.workflowMode ? 'workflow (queued, expanded by the worker)' : 'direct'}`,
+    `  secrets  : ${settings.databaseUrl ? 'from the environment / ' : ''}${settings.dataDir}/dev-secrets.json (development only)`,
+    '',
+    'Emit an event (signed for you):',
+    `  HERALD_URL=${url} npx herald emit obra.completed ${shellQuote(JSON.stringify(ctx))}`,
+    '',
+    'Or with curl (x-signature = hex HMAC-SHA256 of the body):',
+    `  curl -sS -X POST ${url}/api/notifications/emit -H 'content-type: application/json' \\`,
+    `    -H 'x-signature: ${signXSignature(secretBytes(signing), body)}' \\`,
+    `    --data ${shellQuote(body)}`,
+    '',
+    `Read ${reader.name}'s inbox (JWT valid 30 days):`,
+    `  curl -sS ${url}/api/notifications -H 'authorization: Bearer ${token}'`,
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return new Promise<number>(() => {}); // runs until SIGINT/SIGTERM
+}

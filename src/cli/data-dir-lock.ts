@@ -1,0 +1,36 @@
+import { existsSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * PGlite's data directory must have one owner: two processes on it would corrupt it. A pid file
+ * refuses a second process with a clear message; a stale file (dead pid) is taken over.
+ */
+export async function acquireDataDirLock(dataDir: string): Promise<void> {
+  const path = join(dataDir, 'herald.pid');
+  if (existsSync(path)) {
+    const pid = Number(readFileSync(path, 'utf8').trim());
+    if (pid && pid !== process.pid && isAlive(pid)) {
+      throw new Error(
+        `${dataDir} is in use by herald process ${pid}. Stop it first, or use another HERALD_DATA_DIR ` +
+          `(several processes need a Postgres server: set DATABASE_URL).`,
+      );
+    }
+  }
+  writeFileSync(path, String(process.pid));
+  process.once('exit', () => {
+    try {
+      if (readFileSync(path, 'utf8').trim() === String(process.pid)) rmSync(path);
+    } catch {
+      /* already gone */
+    }
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

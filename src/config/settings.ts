@@ -1,0 +1,131 @@
+/**
+ * Runtime settings, resolved once from explicit options > environment > defaults, validated with
+ * messages that name the fix, and frozen. This is the only module that reads the environment.
+ */
+export const ENV = {
+  databaseUrl: 'DATABASE_URL',
+  dataDir: 'HERALD_DATA_DIR',
+  configPath: 'HERALD_CONFIG',
+  signingSecret: 'REQUEST_SIGNING_SECRET',
+  signingSecretNext: 'REQUEST_SIGNING_SECRET_NEXT',
+  signingDisabled: 'REQUEST_SIGNING_DISABLED',
+  workflowsDisabled: 'WORKFLOWS_DISABLED',
+  workflowsEnabled: 'WORKFLOWS_ENABLED',
+  jwtSecret: 'JWT_SECRET',
+  port: 'PORT',
+  host: 'HOST',
+  nodeEnv: 'NODE_ENV',
+  maxBodyBytes: 'HERALD_MAX_BODY_BYTES',
+  logLevel: 'HERALD_LOG_LEVEL',
+  leaseMs: 'HERALD_JOB_LEASE_MS',
+  pollMs: 'HERALD_JOB_POLL_MS',
+  idempotencyTtlHours: 'HERALD_IDEMPOTENCY_TTL_HOURS',
+  url: 'HERALD_URL',
+} as const;
+
+export interface Settings {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  configPath: string | undefined;
+  /** Every active emit signing secret, as key bytes (rotation: all are accepted). */
+  signingSecrets: Buffer[];
+  signingDisabled: boolean;
+  /** Workflow mode: the event and a queued job commit together; a worker expands it. */
+  workflowMode: boolean;
+  jwtSecret: Buffer | undefined;
+  port: number;
+  host: string;
+  production: boolean;
+  maxBodyBytes: number;
+  logLevel: string;
+  jobLeaseMs: number;
+  jobPollMs: number;
+  idempotencyTtlHours: number;
+}
+
+export class SettingsError extends Error {
+  override name = 'SettingsError';
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new SettingsError(`${name} must be a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new SettingsError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/**
+ * A secret is used as its UTF-8 bytes, except the Standard Webhooks form `whsec_<base64>`, which is
+ * base64-decoded (so secrets issued by Standard Webhooks tooling work as they are).
+ */
+export function secretBytes(secret: string): Buffer {
+  if (secret.startsWith('whsec_')) {
+    const b64 = secret.slice('whsec_'.length);
+    const bytes = Buffer.from(b64, 'base64');
+    if (bytes.length < 16 || bytes.toString('base64').replace(/=+$/, '') !== b64.replace(/=+$/, '')) {
+      throw new SettingsError('a whsec_ signing secret must hold valid base64 of at least 16 bytes');
+    }
+    return bytes;
+  }
+  return Buffer.from(secret, 'utf8');
+}
+
+export function parseSecrets(...values: (string | undefined)[]): Buffer[] {
+  const secrets = values
+    .flatMap((v) => (v ?? '').split(/\s+/))
+    .filter((s) => s.length > 0)
+    .map(secretBytes);
+  for (const s of secrets) {
+    if (s.length < 16) throw new SettingsError('each signing secret must be at least 16 bytes long');
+  }
+  return secrets;
+}
+
+export interface ResolveOptions {
+  /** Fail closed: refuse to run without a signing secret (unless signing is disabled for dev). */
+  requireSecrets?: boolean;
+}
+
+export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {}): Readonly<Settings> {
+  const production = env[ENV.nodeEnv] === 'production';
+  const signingDisabled = env[ENV.signingDisabled] === '1';
+  if (signingDisabled && production) {
+    throw new SettingsError(
+      `${ENV.signingDisabled}=1 is refused when NODE_ENV=production: unsigned emits would let anyone inject notifications`,
+    );
+  }
+  const signingSecrets = parseSecrets(env[ENV.signingSecret], env[ENV.signingSecretNext]);
+  if (opts.requireSecrets && signingSecrets.length === 0 && !signingDisabled) {
+    throw new SettingsError(
+      `${ENV.signingSecret} is not set. herald refuses to accept unsigned events: set ${ENV.signingSecret} ` +
+        `(at least 16 characters), or ${ENV.signingDisabled}=1 for local development only`,
+    );
+  }
+  const jwt = env[ENV.jwtSecret];
+  if (jwt !== undefined && jwt !== '' && Buffer.byteLength(jwt) < 32) {
+    throw new SettingsError(`${ENV.jwtSecret} must be at least 32 bytes for HS256`);
+  }
+  const settings: Settings = {
+    databaseUrl: env[ENV.databaseUrl] || undefined,
+    dataDir: env[ENV.dataDir] || './.herald',
+    configPath: env[ENV.configPath] || undefined,
+    signingSecrets,
+    signingDisabled,
+    // The seed: workflow mode when WORKFLOWS_DISABLED is not 1, or WORKFLOWS_ENABLED=1.
+    workflowMode: env[ENV.workflowsDisabled] !== '1' || env[ENV.workflowsEnabled] === '1',
+    jwtSecret: jwt ? Buffer.from(jwt, 'utf8') : undefined,
+    port: int(env, ENV.port, 3000, 0, 65535),
+    host: env[ENV.host] || '127.0.0.1',
+    production,
+    maxBodyBytes: int(env, ENV.maxBodyBytes, 256 * 1024, 1024, 64 * 1024 * 1024),
+    logLevel: env[ENV.logLevel] || 'info',
+    jobLeaseMs: int(env, ENV.leaseMs, 30_000, 100, 3_600_000),
+    jobPollMs: int(env, ENV.pollMs, 1_000, 10, 600_000),
+    idempotencyTtlHours: int(env, ENV.idempotencyTtlHours, 24, 1, 24 * 30),
+  };
+  return Object.freeze(settings);
+}

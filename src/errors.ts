@@ -1,0 +1,37 @@
+/** An error with an HTTP status whose message is safe to show to the caller. */
+export class HttpError extends Error {
+  override name = 'HttpError';
+  constructor(
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 503,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** The event's ctx (or another input) failed validation; `field` names where. */
+export class ValidationError extends Error {
+  override name = 'ValidationError';
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A job's lease was lost (expired and taken by another worker): its result must not commit. */
+export class LeaseLostError extends Error {
+  override name = 'LeaseLostError';
+}
+
+/** A job that must not be retried (bad data, unknown kind): it fails at once. */
+export class NonRetriableError extends Error {
+  override name = 'NonRetriableError';
+}
+
+export function coerceError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  return new Error(typeof err === 'string' ? err : JSON.stringify(err));
+}

@@ -1,0 +1,34 @@
+import { jwtVerify } from 'jose';
+import { createMiddleware } from 'hono/factory';
+import { HttpError } from '../../errors.ts';
+import { isUuid } from '../../ids.ts';
+import type { UserClaims } from '../../inbox/as-user.ts';
+import type { AppEnv } from '../context.ts';
+
+const unauthorized = () => new HttpError(401, 'unauthorized', { 'WWW-Authenticate': 'Bearer' });
+
+/** End-user authentication: an HS256 JWT signed with JWT_SECRET whose `sub` is the user's uuid. */
+export const jwtUser = createMiddleware<AppEnv>(async (c, next) => {
+  const { engine, requestId } = c.var;
+  const secret = engine.settings.jwtSecret;
+  if (!secret) throw new HttpError(503, 'the inbox API is disabled: set JWT_SECRET');
+  const header = c.req.header('authorization') ?? '';
+  const m = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(header.trim());
+  if (!m) {
+    engine.log.info({ requestId }, 'missing or malformed bearer token');
+    throw unauthorized();
+  }
+  let payload: Record<string, unknown>;
+  try {
+    ({ payload } = await jwtVerify(m[1]!, secret, { algorithms: ['HS256'] }));
+  } catch (err) {
+    engine.log.info({ requestId, reason: (err as Error).message }, 'rejected bearer token');
+    throw unauthorized();
+  }
+  if (!isUuid(payload.sub)) {
+    engine.log.info({ requestId }, 'bearer token sub is not a uuid');
+    throw unauthorized();
+  }
+  c.set('claims', { ...payload, sub: payload.sub.toLowerCase() } as UserClaims);
+  return next();
+});

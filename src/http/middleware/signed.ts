@@ -1,0 +1,45 @@
+import { createHash } from 'node:crypto';
+import { createMiddleware } from 'hono/factory';
+import { HttpError } from '../../errors.ts';
+import { bodylessMessage, verifySignature } from '../../intake/signing.ts';
+import type { AppEnv } from '../context.ts';
+
+/**
+ * Server-to-server authentication for emit and the directory API. Verifies the raw bytes before
+ * anything parses them; a failure is a bare 401 and the reason goes to the log only.
+ *
+ * Also derives the idempotency key: Idempotency-Key header, else the Standard Webhooks
+ * webhook-id, else (x-signature carries no timestamp) the body's hash, so a replayed legacy
+ * request is a no-op instead of a second notification.
+ */
+export const signed = createMiddleware<AppEnv>(async (c, next) => {
+  const { engine, requestId } = c.var;
+  const raw = Buffer.from(await c.req.arrayBuffer());
+  c.set('rawBody', raw);
+  const explicitKey = c.req.header('idempotency-key');
+  if (engine.settings.signingDisabled) {
+    engine.log.warn({ requestId }, 'REQUEST_SIGNING_DISABLED=1: accepting an unsigned request (development only)');
+    c.set('idempotencyKey', explicitKey !== undefined ? `key:${explicitKey}` : undefined);
+    return next();
+  }
+  const hasBody = raw.length > 0 || !['GET', 'DELETE', 'HEAD'].includes(c.req.method);
+  const result = verifySignature({
+    headers: (name) => c.req.header(name),
+    body: hasBody ? raw : bodylessMessage(c.req.method, c.req.path),
+    secrets: engine.settings.signingSecrets,
+    nowSeconds: Math.floor(Date.now() / 1000),
+  });
+  if (!result.ok) {
+    engine.log.warn({ requestId, path: c.req.path, reason: result.reason }, 'rejected request signature');
+    throw new HttpError(401, 'unauthorized');
+  }
+  c.set(
+    'idempotencyKey',
+    explicitKey !== undefined
+      ? `key:${explicitKey}`
+      : result.scheme === 'standard-webhooks'
+        ? `wh:${result.webhookId}`
+        : `xsig:${createHash('sha256').update(raw).digest('hex')}`,
+  );
+  return next();
+});

@@ -1,0 +1,101 @@
+import { createHash } from 'node:crypto';
+import { HttpError } from '../errors.ts';
+import { isUuid, uuidv7 } from '../ids.ts';
+import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
+import { planEvent, type Plan } from '../rules/plan.ts';
+import type { Db } from '../storage/db.ts';
+import { insertEvent } from '../storage/queries/events.ts';
+import { completeKey, readKey, releaseKey, reserveKey } from '../storage/queries/idempotency.ts';
+import { enqueueJob } from '../storage/queries/jobs.ts';
+import { directoryOn } from '../storage/queries/users.ts';
+import { parseEmitBody } from './parse-body.ts';
+import { EXPAND_EVENT_JOB, processEvent } from './process-event.ts';
+
+export interface IntakeDeps {
+  db: Db;
+  rules: CompiledRules;
+  workflowMode: boolean;
+  idempotencyTtlHours: number;
+}
+
+export interface EmitRequest {
+  rawBody: Buffer;
+  /** Idempotency-Key header, webhook-id, or a key derived from a legacy signature. */
+  idempotencyKey?: string;
+}
+
+export interface EmitOutcome {
+  status: number;
+  body: Record<string, unknown>;
+  /** true when this is the stored response of an earlier request with the same key. */
+  replayed: boolean;
+}
+
+export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,255}$/;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * Accepts one event. Validation happens before anything is stored; the event, its queued job (or,
+ * in direct mode, its notifications) and the idempotency record commit in one transaction, so an
+ * acknowledged event is never lost and a retried one never doubles.
+ */
+export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutcome> {
+  const { type, ctx: rawCtx } = parseEmitBody(req.rawBody);
+  const rule = ruleFor(deps.rules, type);
+  const ctx = validateCtx(rule, rawCtx);
+
+  const key = req.idempotencyKey;
+  const bodyHash = sha256(req.rawBody);
+  if (key !== undefined) {
+    if (!IDEMPOTENCY_KEY_RE.test(key)) throw new HttpError(400, 'Idempotency-Key must be 1-255 printable ASCII characters');
+    if (!(await reserveKey(deps.db, key, bodyHash, deps.idempotencyTtlHours))) {
+      return replayOrConflict(deps, key, bodyHash);
+    }
+  }
+
+  const eventId = uuidv7();
+  const tenantId = isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null;
+  try {
+    return await deps.db.transaction(async (tx) => {
+      const mode = deps.workflowMode ? 'workflow' : 'direct';
+      await insertEvent(tx, { id: eventId, type, ctx, tenantId, mode });
+      let body: Record<string, unknown>;
+      if (deps.workflowMode) {
+        await enqueueJob(tx, { kind: EXPAND_EVENT_JOB, payload: { eventId } });
+        body = { ok: true, workflow: 'queued', eventId };
+      } else {
+        const { inserted } = await processEvent(tx, deps.rules, { id: eventId, type, ctx });
+        body = { ok: true, delivered: true, inserted, eventId };
+      }
+      if (key !== undefined) await completeKey(tx, key, 200, body);
+      return { status: 200, body, replayed: false };
+    });
+  } catch (err) {
+    if (key !== undefined) await releaseKey(deps.db, key).catch(() => {});
+    throw err;
+  }
+}
+
+async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string): Promise<EmitOutcome> {
+  const existing = await readKey(deps.db, key);
+  if (!existing) {
+    // Released between our reserve and read (the first request failed): the client may retry.
+    throw new HttpError(409, 'a request with this idempotency key is being processed; retry', { 'Retry-After': '1' });
+  }
+  if (existing.body_sha256 !== bodyHash) {
+    throw new HttpError(422, 'this idempotency key was already used with a different request body');
+  }
+  if (existing.state === 'pending') {
+    throw new HttpError(409, 'a request with this idempotency key is still in flight; retry shortly', { 'Retry-After': '1' });
+  }
+  return { status: existing.status ?? 200, body: existing.response as Record<string, unknown>, replayed: true };
+}
+
+/** The dry run: what an event would produce, and why each recipient is included or skipped. */
+export async function dryRun(deps: IntakeDeps, rawBody: Buffer): Promise<Plan & { ok: true; dryRun: true }> {
+  const { type, ctx: rawCtx } = parseEmitBody(rawBody);
+  const rule = ruleFor(deps.rules, type);
+  const ctx = validateCtx(rule, rawCtx);
+  const plan = await planEvent(deps.rules, rule, 'dry-run', ctx, directoryOn(deps.db));
+  return { ok: true, dryRun: true, ...plan };
+}

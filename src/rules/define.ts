@@ -1,0 +1,15 @@
+import type { EventRule, HeraldConfig } from './types.ts';
+
+/**
+ * Declares herald's rules with full type inference of each event's ctx from its schema.
+ * @example
+ * export default defineConfig({ events: { 'obra.completed': rule({ schema, recipients, inApp }) } });
+ */
+export function defineConfig(config: HeraldConfig): HeraldConfig {
+  return config;
+}
+
+/** One event's rule; infers `ctx` in `recipients`, `inApp.data` from `schema`. */
+export function rule<Ctx>(r: EventRule<Ctx>): EventRule<Ctx> {
+  return r;
+}

@@ -1,0 +1,46 @@
+import { PGlite, type Transaction } from '@electric-sql/pglite';
+import type { Db, QueryResult, Queryable } from '../db.ts';
+
+/**
+ * Embedded Postgres (WASM) in a local directory. PGlite is a single connection: it serialises
+ * queries and transactions itself, so a transaction here blocks other queries until it ends.
+ */
+export async function openPglite(dataDir: string | undefined): Promise<Db> {
+  const pglite = await PGlite.create(dataDir ? { dataDir } : {});
+
+  function wrap(q: PGlite | Transaction): Queryable {
+    return {
+      async query<T>(text: string, values?: unknown[]): Promise<QueryResult<T>> {
+        const res = await q.query<T>(text, values);
+        return { rows: res.rows, rowCount: res.affectedRows ?? res.rows.length };
+      },
+      async exec(sql: string) {
+        await q.exec(sql);
+      },
+    };
+  }
+
+  const db: Db = {
+    kind: 'pglite',
+    ...wrap(pglite),
+    transaction: (fn) => pglite.transaction((tx) => fn(wrap(tx))),
+    // One process owns a PGlite directory, so the lock is uncontended; it is still taken so the
+    // migration code path is the same on both backends.
+    async withAdvisoryLock(key, fn) {
+      await pglite.query('SELECT pg_advisory_lock(hashtext($1))', [key]);
+      try {
+        return await fn(db);
+      } finally {
+        await pglite.query('SELECT pg_advisory_unlock(hashtext($1))', [key]);
+      }
+    },
+    async listen(channel, onNotify) {
+      const unsub = await pglite.listen(channel, onNotify);
+      return async () => unsub();
+    },
+    async close() {
+      await pglite.close();
+    },
+  };
+  return db;
+}

@@ -1,0 +1,54 @@
+import type { Queryable } from '../db.ts';
+
+export interface IdempotencyRow {
+  body_sha256: string;
+  state: 'pending' | 'done';
+  status: number | null;
+  response: unknown;
+}
+
+/** A pending key older than this belongs to a request that died; a retry may take it over. */
+const ABANDONED_AFTER = `interval '60 seconds'`;
+
+/** Claims a key for this request. Also takes over keys that expired or were abandoned. */
+export async function reserveKey(db: Queryable, key: string, bodySha256: string, ttlHours: number): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state) VALUES ($1, $2, 'pending')
+     ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'pending',
+       status = NULL, response = NULL, created_at = now()
+     WHERE k.created_at < now() - make_interval(hours => $3::int)
+        OR (k.state = 'pending' AND k.created_at < now() - ${ABANDONED_AFTER})`,
+    [key, bodySha256, ttlHours],
+  );
+  return rowCount === 1;
+}
+
+export async function readKey(db: Queryable, key: string): Promise<IdempotencyRow | undefined> {
+  return (
+    await db.query<IdempotencyRow>(
+      `SELECT body_sha256, state, status, response FROM herald_idempotency_keys WHERE key = $1`,
+      [key],
+    )
+  ).rows[0];
+}
+
+/** Stores the response; runs in the transaction that commits the event, so both land or neither. */
+export async function completeKey(db: Queryable, key: string, status: number, response: unknown): Promise<void> {
+  await db.query(
+    `UPDATE herald_idempotency_keys SET state = 'done', status = $2, response = $3::json WHERE key = $1`,
+    [key, status, JSON.stringify(response)],
+  );
+}
+
+/** Frees a key whose request failed before committing, so the client's retry can proceed. */
+export async function releaseKey(db: Queryable, key: string): Promise<void> {
+  await db.query(`DELETE FROM herald_idempotency_keys WHERE key = $1 AND state = 'pending'`, [key]);
+}
+
+export async function pruneKeys(db: Queryable, ttlHours: number): Promise<number> {
+  return (
+    await db.query(`DELETE FROM herald_idempotency_keys WHERE created_at < now() - make_interval(hours => $1::int)`, [
+      ttlHours,
+    ])
+  ).rowCount;
+}

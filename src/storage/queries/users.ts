@@ -1,0 +1,93 @@
+import type { Queryable } from '../db.ts';
+import type { Recipient } from '../../rules/types.ts';
+
+export interface DirectoryUserInput {
+  tenantId: string;
+  email?: string | null;
+  phone?: string | null;
+  locale?: string | null;
+  timezone?: string | null;
+  name?: string | null;
+}
+
+interface UserRow {
+  id: string;
+  tenant_id: string;
+  email: string | null;
+  phone: string | null;
+  locale: string | null;
+  timezone: string | null;
+  name: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const COLUMNS = 'id, tenant_id, email, phone, locale, timezone, name, created_at, updated_at';
+
+/** The largest tenant a single `to.tenant()` selection expands to; beyond it, use topics (later). */
+export const MAX_TENANT_FANOUT = 10_000;
+
+export const toRecipient = (r: UserRow): Recipient => ({
+  id: r.id,
+  tenantId: r.tenant_id,
+  email: r.email,
+  phone: r.phone,
+  locale: r.locale,
+  timezone: r.timezone,
+  name: r.name,
+  inDirectory: true,
+});
+
+export const toApiUser = (r: UserRow) => ({
+  id: r.id,
+  tenantId: r.tenant_id,
+  email: r.email,
+  phone: r.phone,
+  locale: r.locale,
+  timezone: r.timezone,
+  name: r.name,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+export async function upsertUser(db: Queryable, id: string, u: DirectoryUserInput): Promise<{ row: UserRow; created: boolean }> {
+  const { rows } = await db.query<UserRow & { created: boolean }>(
+    `INSERT INTO herald_users AS u (id, tenant_id, email, phone, locale, timezone, name)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, email = EXCLUDED.email,
+       phone = EXCLUDED.phone, locale = EXCLUDED.locale, timezone = EXCLUDED.timezone,
+       name = EXCLUDED.name, updated_at = now()
+     RETURNING ${COLUMNS}, (xmax = 0) AS created`,
+    [id, u.tenantId, u.email ?? null, u.phone ?? null, u.locale ?? null, u.timezone ?? null, u.name ?? null],
+  );
+  const { created, ...row } = rows[0]!;
+  return { row, created };
+}
+
+export async function getUser(db: Queryable, id: string): Promise<UserRow | undefined> {
+  return (await db.query<UserRow>(`SELECT ${COLUMNS} FROM herald_users WHERE id = $1`, [id])).rows[0];
+}
+
+export async function deleteUser(db: Queryable, id: string): Promise<boolean> {
+  return (await db.query(`DELETE FROM herald_users WHERE id = $1`, [id])).rowCount > 0;
+}
+
+export async function findUsers(db: Queryable, ids: string[]): Promise<Recipient[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<UserRow>(`SELECT ${COLUMNS} FROM herald_users WHERE id = ANY($1::uuid[])`, [ids]);
+  return rows.map(toRecipient);
+}
+
+export async function tenantMembers(db: Queryable, tenantId: string): Promise<Recipient[]> {
+  const { rows } = await db.query<UserRow>(
+    `SELECT ${COLUMNS} FROM herald_users WHERE tenant_id = $1 ORDER BY id LIMIT ${MAX_TENANT_FANOUT}`,
+    [tenantId],
+  );
+  return rows.map(toRecipient);
+}
+
+/** The recipient directory as the rules see it, read through `db` (a pool or a transaction). */
+export const directoryOn = (db: Queryable) => ({
+  findUsers: (ids: string[]) => findUsers(db, ids),
+  tenantMembers: (tenantId: string) => tenantMembers(db, tenantId),
+});
