@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// Runs the whole test suite once per backend (PGlite, then Postgres) and prints one closing line,
+// "N passed, N failed[, N skipped]", summed from the runs' real TAP results.
+//   node scripts/test.mjs [--backend pglite|postgres] [test files...]
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const args = process.argv.slice(2);
+let backends = ['pglite', 'postgres'];
+const bi = args.indexOf('--backend');
+if (bi >= 0) {
+  backends = [args[bi + 1]];
+  args.splice(bi, 2);
+}
+const walk = (dir) =>
+  readdirSync(dir).flatMap((f) => {
+    const p = join(dir, f);
+    return statSync(p).isDirectory() ? walk(p) : p.endsWith('.test.ts') ? [p] : [];
+  });
+const files = args.length ? args : walk('test').sort();
+
+const totals = { pass: 0, fail: 0, skipped: 0 };
+let failedRuns = 0;
+for (const backend of backends) {
+  const tap = join(tmpdir(), `herald-tests-${process.pid}-${backend}.tap`);
+  console.log(`\n=== tests on ${backend} ===`);
+  const code = await new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import', 'tsx',
+        '--test', '--test-concurrency=2',
+        '--test-reporter=spec', '--test-reporter-destination=stdout',
+        '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+        ...files,
+      ],
+      { stdio: 'inherit', env: { ...process.env, HERALD_TEST_BACKEND: backend } },
+    );
+    child.on('exit', (c) => resolve(c ?? 1));
+  });
+  const out = readFileSync(tap, 'utf8');
+  rmSync(tap, { force: true });
+  // The TAP footer of the top-level run: "# pass N", "# fail N", ...
+  const count = (k) => [...out.matchAll(new RegExp(`^# ${k} (\\d+)$`, 'gm'))].reduce((s, m) => s + Number(m[1]), 0);
+  const run = { pass: count('pass'), fail: count('fail') + count('cancelled'), skipped: count('skipped') + count('todo') };
+  console.log(`--- ${backend}: ${run.pass} passed, ${run.fail} failed, ${run.skipped} skipped`);
+  for (const k of Object.keys(totals)) totals[k] += run[k];
+  if (code !== 0) failedRuns++;
+}
+if (failedRuns > 0 && totals.fail === 0) totals.fail = failedRuns; // a run crashed outside any test
+console.log(`\n${totals.pass} passed, ${totals.fail} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`);
+process.exit(totals.fail > 0 ? 1 : 0);

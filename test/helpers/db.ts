@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { Db } from '../../src/storage/db.ts';
+import { migrate } from '../../src/storage/migrate.ts';
+import { openStorage } from '../../src/storage/open.ts';
+
+/** Which backend this run tests: `HERALD_TEST_BACKEND=postgres|pglite` (scripts/test.mjs sets it). */
+export const BACKEND: 'postgres' | 'pglite' = process.env.HERALD_TEST_BACKEND === 'postgres' ? 'postgres' : 'pglite';
+export const ADMIN_URL = process.env.HERALD_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export interface TestDb {
+  db: Db;
+  /** Set on Postgres: the throw-away database's URL (for child processes and extra pools). */
+  url: string | undefined;
+  drop(): Promise<void>;
+}
+
+/** A fresh, migrated database: a new Postgres database (dropped afterwards), or in-memory PGlite. */
+export async function createTestDb(opts: { migrate?: boolean } = {}): Promise<TestDb> {
+  if (BACKEND === 'pglite') {
+    const db = await openStorage({});
+    if (opts.migrate !== false) await migrate(db);
+    return { db, url: undefined, drop: () => db.close() };
+  }
+  const name = `herald_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: ADMIN_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  const db = await openStorage({ databaseUrl: url.toString(), poolSize: 8 });
+  if (opts.migrate !== false) await migrate(db);
+  return {
+    db,
+    url: url.toString(),
+    async drop() {
+      await db.close().catch(() => {});
+      const a = new pg.Client({ connectionString: ADMIN_URL });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
