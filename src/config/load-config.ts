@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
+import { tsImport } from 'tsx/esm/api';
 import { compileRules, ConfigError, type CompiledRules } from '../rules/compile.ts';
 import type { HeraldConfig } from '../rules/types.ts';
 
@@ -28,17 +29,21 @@ export function findConfig(explicit: string | undefined, cwd = process.cwd()): {
 }
 
 /**
- * Imports and compiles a config. TypeScript configs load through the tsx loader that the `herald`
- * binary registers, so users need no build step.
+ * Imports and compiles a config. TypeScript configs load through tsx, so users need no build step.
  */
 export async function loadConfig(explicit?: string, cwd?: string): Promise<LoadedConfig> {
   const { path, isExample } = findConfig(explicit, cwd);
   let mod: { default?: HeraldConfig };
   try {
-    mod = await import(pathToFileURL(path).href);
+    // tsImport loads TypeScript as ESM whatever the project's package.json says (CommonJS
+    // projects included), and without the caller having registered a loader.
+    mod = /\.[mc]?ts$/.test(path) ? await tsImport(pathToFileURL(path).href, import.meta.url) : await import(pathToFileURL(path).href);
   } catch (err) {
     throw new ConfigError(`could not load ${path}: ${(err as Error).message}`);
   }
-  if (!mod.default) throw new ConfigError(`${path} has no default export; use export default defineConfig({...})`);
-  return { path, isExample, rules: compileRules(mod.default) };
+  // A config compiled as CommonJS arrives wrapped once more: { default: { default: config } }.
+  let config = mod.default as (HeraldConfig & { default?: HeraldConfig }) | undefined;
+  if (config && !('events' in config) && config.default) config = config.default;
+  if (!config) throw new ConfigError(`${path} has no default export; use export default defineConfig({...})`);
+  return { path, isExample, rules: compileRules(config) };
 }

@@ -1,9 +1,17 @@
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { resolveSettings, ENV, secretBytes } from '../../config/settings.ts';
 import { signXSignature } from '../../intake/signing.ts';
 import { DEMO, mintUserToken, seedDemoDirectory } from '../demo.ts';
 import { loadOrCreateDevSecrets } from '../dev-secrets.ts';
 import { acquireDataDirLock } from '../data-dir-lock.ts';
 import { openRuntime, run } from '../runtime.ts';
+
+/** How to run the CLI from where the user is: inside herald's own checkout, or a project using it. */
+function cliCommand(): string {
+  const packageRoot = realpathSync(fileURLToPath(new URL('../../../', import.meta.url)));
+  return realpathSync(process.cwd()) === packageRoot ? 'npm run -s herald --' : 'npx herald';
+}
 
 const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -36,7 +44,7 @@ export async function devCommand(env: NodeJS.ProcessEnv): Promise<number> {
     `  secrets  : ${settings.databaseUrl ? 'from the environment / ' : ''}${settings.dataDir}/dev-secrets.json (development only)`,
     '',
     'Emit an event (signed for you):',
-    `  HERALD_URL=${url} npx herald emit obra.completed ${shellQuote(JSON.stringify(ctx))}`,
+    `  HERALD_URL=${url}${env[ENV.dataDir] ? ` ${ENV.dataDir}=${shellQuote(env[ENV.dataDir]!)}` : ''} ${cliCommand()} emit obra.completed ${shellQuote(JSON.stringify(ctx))}`,
     '',
     'Or with curl (x-signature = hex HMAC-SHA256 of the body):',
     `  curl -sS -X POST ${url}/api/notifications/emit -H 'content-type: application/json' \\`,

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { HERALD_BIN, startHerald } from '../helpers/processes.ts';
+
+const run = promisify(execFile);
+const herald = (args: string[], env: Record<string, string>, cwd?: string) =>
+  run(process.execPath, [HERALD_BIN, ...args], { env: { ...process.env, DATABASE_URL: '', ...env }, cwd }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+
+let dir = '';
+let t: TestDb | undefined;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'herald-cli-'));
+  if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+  await t?.drop();
+});
+const dbEnv = () => (t ? { DATABASE_URL: t.url! } : { HERALD_DATA_DIR: join(dir, 'data') });
+
+test('herald start refuses to run without a signing secret (fail closed)', async () => {
+  const r = await herald(['start'], { ...dbEnv(), REQUEST_SIGNING_SECRET: '', REQUEST_SIGNING_DISABLED: '', PORT: '0' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /REQUEST_SIGNING_SECRET is not set/);
+});
+
+test('REQUEST_SIGNING_DISABLED=1 is refused in production', async () => {
+  const r = await herald(['start'], { ...dbEnv(), REQUEST_SIGNING_DISABLED: '1', NODE_ENV: 'production', PORT: '0' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /refused when NODE_ENV=production/);
+});
+
+test('herald migrate applies, then reports up to date', async () => {
+  const first = await herald(['migrate'], dbEnv());
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /applied 0001_foundation/);
+  const second = await herald(['migrate'], dbEnv());
+  assert.match(second.stdout, /up to date/);
+});
+
+test('herald start serves /healthz and /readyz, and stops cleanly on SIGTERM', { timeout: 60_000 }, async () => {
+  const p = startHerald(['start'], { ...dbEnv(), REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', JWT_SECRET: 'x'.repeat(32), PORT: '0', DATABASE_URL: dbEnv().DATABASE_URL ?? '' });
+  try {
+    const m = await p.waitFor(/"url":"(http:[^"]+)","msg":"listening"/);
+    const ready = await fetch(`${m[1]}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.equal((await fetch(`${m[1]}/healthz`)).status, 200);
+  } finally {
+    await p.kill('SIGTERM');
+  }
+  assert.equal(p.child.exitCode, 0, p.output());
+});
+
+test('a broken config stops startup with the template error and where it is', async () => {
+  await writeFile(
+    join(dir, 'herald.config.ts'),
+    `export default { events: { 'x.y': { recipients: (c, to) => to.users([]), inApp: { title: '{{ unclosed ' } } } };\n`,
+  );
+  const r = await herald(['start'], { ...dbEnv(), REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', PORT: '0' }, dir);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /events\["x\.y"\]\.inApp\.title/);
+});
+
+test('herald emit explains usage errors and unreachable servers', async () => {
+  const usage = await herald(['emit'], {});
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /usage: herald emit/);
+  const badJson = await herald(['emit', 'obra.completed', '{nope'], { REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123' });
+  assert.equal(badJson.code, 2);
+  assert.match(badJson.stderr, /ctx is not valid JSON/);
+  const down = await herald(['emit', 'obra.completed', '{}', '--url', 'http://127.0.0.1:9'], { REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123' });
+  assert.equal(down.code, 1);
+  assert.match(down.stderr, /could not reach herald/);
+});
