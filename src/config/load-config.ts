@@ -42,8 +42,8 @@ export async function loadConfig(explicit?: string, cwd?: string): Promise<Loade
     throw new ConfigError(`could not load ${path}: ${(err as Error).message}`);
   }
   // A config compiled as CommonJS arrives wrapped once more: { default: { default: config } }.
-  let config = mod.default as (HeraldConfig & { default?: HeraldConfig }) | undefined;
-  if (config && !('events' in config) && config.default) config = config.default;
+  const exported = mod.default as { events?: unknown; default?: HeraldConfig } | undefined;
+  const config = exported && exported.events === undefined && exported.default ? exported.default : (exported as HeraldConfig | undefined);
   if (!config) throw new ConfigError(`${path} has no default export; use export default defineConfig({...})`);
   return { path, isExample, rules: compileRules(config) };
 }

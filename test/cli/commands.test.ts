@@ -25,7 +25,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
   await t?.drop();
 });
-const dbEnv = () => (t ? { DATABASE_URL: t.url! } : { HERALD_DATA_DIR: join(dir, 'data') });
+const dbEnv = (): Record<string, string> => (t ? { DATABASE_URL: t.url! } : { HERALD_DATA_DIR: join(dir, 'data') });
 
 test('herald start refuses to run without a signing secret (fail closed)', async () => {
   const r = await herald(['start'], { ...dbEnv(), REQUEST_SIGNING_SECRET: '', REQUEST_SIGNING_DISABLED: '', PORT: '0' });
