@@ -22,6 +22,29 @@ const walk = (dir) =>
 const files = args.length ? args : walk('test').sort();
 
 const totals = { pass: 0, fail: 0, skipped: 0 };
+const pgUrl = process.env.HERALD_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+if (backends.includes('postgres') && !(await postgresReachable(pgUrl))) {
+  const msg = `Postgres is not reachable at ${pgUrl} (set HERALD_TEST_DATABASE_URL).`;
+  if (process.env.CI || bi >= 0) {
+    console.error(`${msg} The Postgres run is required here.`);
+    totals.fail++;
+  } else {
+    console.error(`\n*** ${msg} Running the PGlite backend only. ***\n`);
+  }
+  backends = backends.filter((b) => b !== 'postgres');
+}
+
+async function postgresReachable(url) {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  try {
+    await client.connect();
+    await client.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
 let failedRuns = 0;
 for (const backend of backends) {
   const tap = join(tmpdir(), `herald-tests-${process.pid}-${backend}.tap`);
