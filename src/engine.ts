@@ -1,7 +1,10 @@
 import type { Settings } from './config/settings.ts';
 import { EXPAND_EVENT_JOB, expandStoredEvent } from './intake/process-event.ts';
 import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
-import { createWorker, type Worker, type WorkerOptions } from './jobs/worker.ts';
+import type { MaintenanceTask } from './jobs/maintenance.ts';
+import { createWorker, transactional, type Worker, type WorkerOptions } from './jobs/worker.ts';
+import { pruneKeys } from './storage/queries/idempotency.ts';
+import { rescueExpiredJobs } from './storage/queries/jobs.ts';
 import type { Logger } from './log.ts';
 import type { CompiledRules } from './rules/compile.ts';
 import type { Db } from './storage/db.ts';
@@ -38,11 +41,20 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
         log: deps.log,
         leaseMs: deps.settings.jobLeaseMs,
         pollMs: deps.settings.jobPollMs,
-        idempotencyTtlHours: deps.settings.idempotencyTtlHours,
+        maintenanceMs: deps.settings.maintenanceMs,
+        maintenance: maintenanceTasks(deps.settings),
         handlers: {
-          [EXPAND_EVENT_JOB]: (tx, payload) => expandStoredEvent(tx, deps.rules, payload),
+          [EXPAND_EVENT_JOB]: transactional((tx, payload) => expandStoredEvent(tx, deps.rules, payload)),
         },
         ...overrides,
       }),
   };
+}
+
+/** Leader-only periodic work shared by every worker process. */
+function maintenanceTasks(settings: Readonly<Settings>): MaintenanceTask[] {
+  return [
+    { name: 'rescue-expired-leases', everyMs: 0, run: rescueExpiredJobs },
+    { name: 'prune-idempotency-keys', everyMs: 3_600_000, run: (tx) => pruneKeys(tx, settings.idempotencyTtlHours) },
+  ];
 }

@@ -35,3 +35,14 @@ export function coerceError(err: unknown): Error {
   if (err instanceof Error) return err;
   return new Error(typeof err === 'string' ? err : JSON.stringify(err));
 }
+
+/** A job (or workflow step) asks to be retried after `delayMs`, e.g. a rate-limited dependency. */
+export class RetryAfterError extends Error {
+  override name = 'RetryAfterError';
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+  }
+}

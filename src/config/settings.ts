@@ -19,6 +19,7 @@ export const ENV = {
   logLevel: 'HERALD_LOG_LEVEL',
   leaseMs: 'HERALD_JOB_LEASE_MS',
   pollMs: 'HERALD_JOB_POLL_MS',
+  maintenanceMs: 'HERALD_MAINTENANCE_MS',
   idempotencyTtlHours: 'HERALD_IDEMPOTENCY_TTL_HOURS',
   url: 'HERALD_URL',
 } as const;
@@ -40,6 +41,8 @@ export interface Settings {
   logLevel: string;
   jobLeaseMs: number;
   jobPollMs: number;
+  /** How often the leader rescues expired leases and fires due timers (sleeps, wait timeouts). */
+  maintenanceMs: number;
   idempotencyTtlHours: number;
 }
 
@@ -125,6 +128,7 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     logLevel: env[ENV.logLevel] || 'info',
     jobLeaseMs: int(env, ENV.leaseMs, 30_000, 100, 3_600_000),
     jobPollMs: int(env, ENV.pollMs, 1_000, 10, 600_000),
+    maintenanceMs: int(env, ENV.maintenanceMs, 1_000, 10, 600_000),
     idempotencyTtlHours: int(env, ENV.idempotencyTtlHours, 24, 1, 24 * 30),
   };
   return Object.freeze(settings);

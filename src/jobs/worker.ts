@@ -1,21 +1,40 @@
 import { randomBytes } from 'node:crypto';
-import { coerceError, LeaseLostError, NonRetriableError } from '../errors.ts';
+import { coerceError, LeaseLostError, NonRetriableError, RetryAfterError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Db, Queryable } from '../storage/db.ts';
-import { pruneKeys } from '../storage/queries/idempotency.ts';
 import {
   claimJobs,
   completeJob,
   extendLeases,
   failJob,
+  holdsLease,
   JOBS_CHANNEL,
   type ClaimedJob,
 } from '../storage/queries/jobs.ts';
-import { runAsLeader } from '../storage/queries/maintenance.ts';
 import { backoffMs } from './backoff.ts';
+import { createMaintenance, type MaintenanceTask } from './maintenance.ts';
 
-/** Runs a job's work inside the transaction that also completes the job. */
-export type JobHandler = (tx: Queryable, payload: Record<string, unknown>, job: ClaimedJob) => Promise<void>;
+export interface JobContext {
+  job: ClaimedJob;
+  /**
+   * Runs `fn` in a transaction that commits only while this worker still holds the job's lease
+   * (the job row is locked and checked first), so a worker whose lease expired cannot write.
+   * With `complete: true` the job is also completed in that transaction.
+   */
+  commit<T>(fn: (tx: Queryable) => Promise<T>, opts?: { complete?: boolean }): Promise<T>;
+}
+
+export interface JobHandler {
+  /** Does the job's work. Long work (user code, network) runs outside any transaction. */
+  run(payload: Record<string, unknown>, ctx: JobContext): Promise<void>;
+  /** Runs in the transaction that marks the job failed for good (e.g. to fail its workflow run). */
+  onFailed?(tx: Queryable, payload: Record<string, unknown>, error: Error): Promise<void>;
+}
+
+/** The common case: all of the job's work in one transaction that also completes the job. */
+export const transactional = (fn: (tx: Queryable, payload: Record<string, unknown>) => Promise<void>): JobHandler => ({
+  run: (payload, ctx) => ctx.commit((tx) => fn(tx, payload), { complete: true }),
+});
 
 export interface WorkerOptions {
   db: Db;
@@ -25,7 +44,9 @@ export interface WorkerOptions {
   concurrency?: number;
   leaseMs: number;
   pollMs: number;
-  idempotencyTtlHours: number;
+  maintenanceMs: number;
+  /** Leader-only periodic work (lease rescue, due timers, pruning). */
+  maintenance: MaintenanceTask[];
   /** Called after each job settles (tests and metrics). */
   onSettled?: (job: ClaimedJob, outcome: 'completed' | 'retry' | 'failed' | 'lease-lost') => void;
 }
@@ -39,8 +60,6 @@ export interface Worker {
   wake(): void;
 }
 
-const MAINTENANCE_EVERY_MS = 60_000;
-
 export function createWorker(opts: WorkerOptions): Worker {
   const id = `w-${process.pid}-${randomBytes(4).toString('hex')}`;
   const concurrency = opts.concurrency ?? 8;
@@ -51,16 +70,33 @@ export function createWorker(opts: WorkerOptions): Worker {
   const timers: NodeJS.Timeout[] = [];
   let unlisten: (() => Promise<void>) | undefined;
   const log = opts.log.child({ worker: id });
+  const maintenance = createMaintenance(opts.db, opts.maintenance, log);
 
   async function runJob(job: ClaimedJob): Promise<void> {
     const handler = opts.handlers[job.kind];
+    let completed = false;
+    const ctx: JobContext = {
+      job,
+      commit: (fn, o) =>
+        opts.db.transaction(async (tx) => {
+          if (!(await holdsLease(tx, job, id))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
+          const result = await fn(tx);
+          if (o?.complete) {
+            await completeJob(tx, job, id);
+            completed = true;
+          }
+          return result;
+        }),
+    };
     try {
       if (!handler) throw new NonRetriableError(`no handler for job kind "${job.kind}"`);
-      await opts.db.transaction(async (tx) => {
-        await handler(tx, job.payload, job);
-        // Fencing: the work commits only if this worker still holds this attempt's lease.
-        if (!(await completeJob(tx, job, id))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
-      });
+      if (job.attempts > job.max_attempts) {
+        throw new NonRetriableError(`gave up after ${job.max_attempts} attempts (the last ones lost their lease)`);
+      }
+      await handler.run(job.payload, ctx);
+      if (!completed && !(await opts.db.transaction((tx) => completeJob(tx, job, id)))) {
+        throw new LeaseLostError(`lease on job ${job.id} was lost`);
+      }
       opts.onSettled?.(job, 'completed');
     } catch (raw) {
       const err = coerceError(raw);
@@ -69,17 +105,23 @@ export function createWorker(opts: WorkerOptions): Worker {
         opts.onSettled?.(job, 'lease-lost');
         return;
       }
-      const permanent = err instanceof NonRetriableError || job.attempts >= job.max_attempts;
-      const delayMs = backoffMs(job.attempts);
-      const ok = await failJob(opts.db, job, id, { error: err.message, delayMs, permanent }).catch((e) => {
-        log.error({ jobId: job.id, err: coerceError(e).message }, 'could not record job failure; the lease will expire');
-        return false;
-      });
-      log[permanent ? 'error' : 'warn'](
-        { jobId: job.id, kind: job.kind, attempt: job.attempts, err: err.message, retryInMs: permanent ? null : delayMs },
-        permanent ? 'job failed permanently' : 'job failed; will retry',
+      const permanent = err instanceof NonRetriableError;
+      const delayMs = err instanceof RetryAfterError ? err.delayMs : backoffMs(job.attempts);
+      let state: 'queued' | 'failed' | undefined;
+      try {
+        state = await opts.db.transaction(async (tx) => {
+          const s = await failJob(tx, job, id, { error: err.message, delayMs, permanent });
+          if (s === 'failed') await handler?.onFailed?.(tx, job.payload, err);
+          return s;
+        });
+      } catch (e) {
+        log.error({ jobId: job.id, err: coerceError(e).message }, 'could not record job failure; its lease will expire');
+      }
+      log[state === 'failed' ? 'error' : 'warn'](
+        { jobId: job.id, kind: job.kind, attempt: job.attempts, err: err.message, retryInMs: state === 'queued' ? delayMs : null },
+        state === 'failed' ? 'job failed permanently' : 'job failed; will retry',
       );
-      if (ok) opts.onSettled?.(job, permanent ? 'failed' : 'retry');
+      if (state) opts.onSettled?.(job, state === 'failed' ? 'failed' : 'retry');
     }
   }
 
@@ -111,17 +153,6 @@ export function createWorker(opts: WorkerOptions): Worker {
     }
   }
 
-  async function maintain(): Promise<void> {
-    try {
-      await runAsLeader(opts.db, 'herald.maintenance', async (tx) => {
-        const pruned = await pruneKeys(tx, opts.idempotencyTtlHours);
-        if (pruned > 0) log.info({ pruned }, 'pruned expired idempotency keys');
-      });
-    } catch (err) {
-      log.warn({ err: coerceError(err).message }, 'maintenance failed');
-    }
-  }
-
   return {
     id,
     async start() {
@@ -135,7 +166,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           if (ids.length) extendLeases(opts.db, ids, id, opts.leaseMs).catch(() => {});
         }, Math.max(50, Math.floor(opts.leaseMs / 3))),
       );
-      timers.push(setInterval(() => void maintain(), MAINTENANCE_EVERY_MS));
+      timers.push(setInterval(() => void maintenance.tick(), opts.maintenanceMs));
       for (const t of timers) t.unref();
       void loop();
     },
@@ -144,7 +175,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       for (const t of timers) clearInterval(t);
       timers.length = 0;
       await unlisten?.();
-      const all = Promise.allSettled([...inflight.values()]);
+      const all = Promise.allSettled([...inflight.values(), maintenance.idle()]);
       await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
     },
     wake: () => void loop(),

@@ -4,6 +4,7 @@
  */
 export interface QueryResult<T> {
   rows: T[];
+  /** Rows written by INSERT/UPDATE/DELETE. Not meaningful for SELECT on every driver: use rows.length. */
   rowCount: number;
 }
 

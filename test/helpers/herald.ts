@@ -54,6 +54,7 @@ export async function createTestHerald(
     REQUEST_SIGNING_SECRET: SECRET,
     JWT_SECRET,
     HERALD_JOB_POLL_MS: '50',
+    HERALD_MAINTENANCE_MS: '50',
     ...opts.env,
   });
   const rules = opts.config ? compileRules(opts.config) : (await loadConfig(undefined, '/nonexistent-dir')).rules;

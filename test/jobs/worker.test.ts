@@ -62,12 +62,16 @@ describe('job worker', () => {
     const outcomes: string[] = [];
     const worker = h.engine.createWorker({
       handlers: {
-        flaky: async () => {
-          calls++;
-          if (calls < 3) throw new Error(`transient failure ${calls}`);
+        flaky: {
+          run: async () => {
+            calls++;
+            if (calls < 3) throw new Error(`transient failure ${calls}`);
+          },
         },
-        broken: async () => {
-          throw new NonRetriableError('bad payload');
+        broken: {
+          run: async () => {
+            throw new NonRetriableError('bad payload');
+          },
         },
       },
       onSettled: (job, outcome) => outcomes.push(`${job.kind}:${outcome}`),
@@ -97,7 +101,7 @@ describe('job worker', () => {
 
   test('a job that exhausts its attempts is marked failed with its last error', async () => {
     const worker = h.engine.createWorker({
-      handlers: { always: async () => Promise.reject(new Error('still down')) },
+      handlers: { always: { run: async () => Promise.reject(new Error('still down')) } },
     });
     await h.db.transaction((tx) => enqueueJob(tx, { kind: 'always', payload: {}, maxAttempts: 3 }));
     const speedUp = setInterval(() => void h.db.query(`UPDATE herald_jobs SET run_at = now() WHERE state = 'queued'`), 30);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
 import { HttpError } from '../../errors.ts';
+import { IDEMPOTENCY_KEY_RE } from '../../intake/emit.ts';
 import { bodylessMessage, verifySignature } from '../../intake/signing.ts';
 import type { AppEnv } from '../context.ts';
 
@@ -17,7 +18,15 @@ export const signed = createMiddleware<AppEnv>(async (c, next) => {
   const raw = Buffer.from(await c.req.arrayBuffer());
   c.set('rawBody', raw);
   const explicitKey = c.req.header('idempotency-key');
+  // Checked as sent (before the internal "key:" prefix), so the documented 1-255 holds exactly
+  // and an empty header is an error rather than one key shared by every caller that sends it.
+  const checkKey = () => {
+    if (explicitKey !== undefined && !IDEMPOTENCY_KEY_RE.test(explicitKey)) {
+      throw new HttpError(400, 'Idempotency-Key must be 1-255 printable ASCII characters');
+    }
+  };
   if (engine.settings.signingDisabled) {
+    checkKey();
     engine.log.warn({ requestId }, 'REQUEST_SIGNING_DISABLED=1: accepting an unsigned request (development only)');
     c.set('idempotencyKey', explicitKey !== undefined ? `key:${explicitKey}` : undefined);
     return next();
@@ -33,6 +42,7 @@ export const signed = createMiddleware<AppEnv>(async (c, next) => {
     engine.log.warn({ requestId, path: c.req.path, reason: result.reason }, 'rejected request signature');
     throw new HttpError(401, 'unauthorized');
   }
+  checkKey();
   c.set(
     'idempotencyKey',
     explicitKey !== undefined

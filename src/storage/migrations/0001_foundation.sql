@@ -73,7 +73,8 @@ GRANT SELECT, DELETE ON notifications TO herald_user;
 -- Column privilege: a user can change only the state columns of their own rows. RLS cannot
 -- restrict columns; this grant does (an UPDATE of title or user_id fails with 42501).
 GRANT UPDATE (read_at, seen_at, archived_at) ON notifications TO herald_user;
-GRANT SELECT, INSERT, UPDATE, DELETE ON notifications TO herald_engine;
+-- The engine inserts (ON CONFLICT needs SELECT to find the conflicting row).
+GRANT SELECT, INSERT ON notifications TO herald_engine;
 
 -- (SELECT auth.uid()) is evaluated once per statement (an InitPlan), not once per row.
 CREATE POLICY notifications_user_select ON notifications FOR SELECT TO herald_user
@@ -84,8 +85,14 @@ CREATE POLICY notifications_user_update ON notifications FOR UPDATE TO herald_us
 CREATE POLICY notifications_user_delete ON notifications FOR DELETE TO herald_user
   USING (user_id = (SELECT auth.uid()));
 -- No INSERT policy for herald_user: users never create notifications.
-CREATE POLICY notifications_engine_all ON notifications FOR ALL TO herald_engine
-  USING (true) WITH CHECK (true);
+-- Memberships inherit on PG 15, so the connecting role (a member of herald_engine) would match an
+-- engine policy even without SET ROLE. The engine's policies therefore also require the
+-- transaction-local flag herald.actor = 'engine' that the engine path sets next to its role: a
+-- code path that forgets to switch role reads nothing instead of every inbox.
+CREATE POLICY notifications_engine_select ON notifications FOR SELECT TO herald_engine
+  USING (current_setting('herald.actor', true) = 'engine');
+CREATE POLICY notifications_engine_insert ON notifications FOR INSERT TO herald_engine
+  WITH CHECK (current_setting('herald.actor', true) = 'engine');
 
 -- Recipient directory, synced server-to-server through PUT /api/users/{id}.
 CREATE TABLE herald_users (

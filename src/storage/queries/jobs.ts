@@ -5,44 +5,57 @@ export const JOBS_CHANNEL = 'herald_jobs';
 export interface ClaimedJob {
   id: number;
   kind: string;
+  key: string | null;
   payload: Record<string, unknown>;
   attempts: number;
   max_attempts: number;
 }
 
+export interface NewJob {
+  kind: string;
+  payload: unknown;
+  /**
+   * Debounce key: at most one queued job per key (a second enqueue is a no-op), and a job is not
+   * claimed while another with its key is running — e.g. `run:<id>`, so a run never executes twice
+   * at once and a resume requested mid-execution runs right after.
+   */
+  key?: string;
+  maxAttempts?: number;
+  delayMs?: number;
+}
+
 /** Enqueues a job and wakes workers when the surrounding transaction commits. */
-export async function enqueueJob(
-  db: Queryable,
-  job: { kind: string; payload: unknown; maxAttempts?: number; delayMs?: number },
-): Promise<number> {
-  const { rows } = await db.query<{ id: number }>(
+export async function enqueueJob(db: Queryable, job: NewJob): Promise<void> {
+  await db.query(
     `WITH j AS (
-       INSERT INTO herald_jobs (kind, payload, max_attempts, run_at)
-       VALUES ($1, $2::jsonb, $3, now() + make_interval(secs => $4::double precision / 1000))
+       INSERT INTO herald_jobs (kind, payload, key, max_attempts, run_at)
+       VALUES ($1, $2::jsonb, $3, $4, now() + make_interval(secs => $5::double precision / 1000))
+       ON CONFLICT (key) WHERE state = 'queued' DO NOTHING
        RETURNING id)
-     SELECT j.id, pg_notify('${JOBS_CHANNEL}', '') FROM j`,
-    [job.kind, JSON.stringify(job.payload), job.maxAttempts ?? 20, job.delayMs ?? 0],
+     SELECT pg_notify('${JOBS_CHANNEL}', '') FROM j`,
+    [job.kind, JSON.stringify(job.payload), job.key ?? null, job.maxAttempts ?? 20, job.delayMs ?? 0],
   );
-  return rows[0]!.id;
 }
 
 /**
- * Claims up to `limit` due jobs: queued ones, and running ones whose lease expired (their worker
- * died). SKIP LOCKED lets many workers claim concurrently without waiting on each other.
+ * Claims up to `limit` due jobs. SKIP LOCKED lets many workers claim concurrently without waiting
+ * on each other; a job whose key is already running waits for that one to finish.
  */
 export async function claimJobs(db: Queryable, workerId: string, limit: number, leaseMs: number): Promise<ClaimedJob[]> {
   const { rows } = await db.query<ClaimedJob>(
     `WITH due AS (
-       SELECT id FROM herald_jobs
-       WHERE (state = 'queued' AND run_at <= now()) OR (state = 'running' AND locked_until < now())
-       ORDER BY run_at, id
+       SELECT j.id FROM herald_jobs j
+       WHERE j.state = 'queued' AND j.run_at <= now()
+         AND (j.key IS NULL OR NOT EXISTS (
+           SELECT 1 FROM herald_jobs r WHERE r.key = j.key AND r.state = 'running'))
+       ORDER BY j.run_at, j.id
        LIMIT $2
        FOR UPDATE SKIP LOCKED)
      UPDATE herald_jobs j
      SET state = 'running', locked_by = $1, attempts = j.attempts + 1,
          locked_until = now() + make_interval(secs => $3::double precision / 1000)
      FROM due WHERE j.id = due.id
-     RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts`,
+     RETURNING j.id, j.kind, j.key, j.payload, j.attempts, j.max_attempts`,
     [workerId, limit, leaseMs],
   );
   return rows;
@@ -50,30 +63,40 @@ export async function claimJobs(db: Queryable, workerId: string, limit: number, 
 
 const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;
 
+/** Locks the job row if this worker still holds this attempt's lease; false if it lost it. */
+export async function holdsLease(tx: Queryable, job: ClaimedJob, workerId: string): Promise<boolean> {
+  return (await tx.query(`SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`, [job.id, workerId, job.attempts]))
+    .rows.length === 1;
+}
+
 /** Deletes a finished job, only if this worker still holds its lease. Returns false if it lost it. */
 export async function completeJob(db: Queryable, job: ClaimedJob, workerId: string): Promise<boolean> {
   return (await db.query(`DELETE FROM herald_jobs WHERE ${FENCE}`, [job.id, workerId, job.attempts])).rowCount === 1;
 }
 
-/** Requeues a failed job after `delayMs`, or marks it failed for good. Fenced like completeJob. */
+/**
+ * Requeues a failed job after `delayMs`, or marks it failed for good (permanent, or out of
+ * attempts). Fenced like completeJob. Returns the new state, or undefined if the lease was lost.
+ */
 export async function failJob(
   db: Queryable,
   job: ClaimedJob,
   workerId: string,
   opts: { error: string; delayMs: number; permanent: boolean },
-): Promise<boolean> {
-  const { rowCount } = await db.query(
+): Promise<'queued' | 'failed' | undefined> {
+  const { rows } = await db.query<{ state: 'queued' | 'failed' }>(
     `UPDATE herald_jobs SET
        state = CASE WHEN $4 OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
        run_at = now() + make_interval(secs => $5::double precision / 1000),
        last_error = $6, locked_by = NULL, locked_until = NULL
-     WHERE ${FENCE}`,
+     WHERE ${FENCE}
+     RETURNING state`,
     [job.id, workerId, job.attempts, opts.permanent, opts.delayMs, opts.error.slice(0, 4000)],
   );
-  return rowCount === 1;
+  return rows[0]?.state;
 }
 
-/** Extends the leases of jobs this worker is still running. */
+/** Extends the leases of jobs this worker is still running (heartbeat). */
 export async function extendLeases(db: Queryable, ids: number[], workerId: string, leaseMs: number): Promise<void> {
   if (ids.length === 0) return;
   await db.query(
@@ -81,6 +104,21 @@ export async function extendLeases(db: Queryable, ids: number[], workerId: strin
      WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND state = 'running'`,
     [ids, workerId, leaseMs],
   );
+}
+
+/**
+ * Maintenance: jobs whose lease expired (their worker died or hung) go back to the queue. Their
+ * attempt count already includes the lost attempt; the next claim fails them if none are left.
+ */
+export async function rescueExpiredJobs(db: Queryable): Promise<number> {
+  return (
+    await db.query(
+      `UPDATE herald_jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
+         last_error = coalesce(last_error, 'lease expired (worker lost)')
+       WHERE id IN (SELECT id FROM herald_jobs WHERE state = 'running' AND locked_until < now()
+                    ORDER BY locked_until LIMIT 1000 FOR UPDATE SKIP LOCKED)`,
+    )
+  ).rowCount;
 }
 
 export async function jobCounts(db: Queryable): Promise<Record<string, number>> {

@@ -9,7 +9,8 @@ import { uuidv7 } from '../../ids.ts';
  */
 export async function insertNotifications(db: Queryable, eventId: string, rows: InAppNotification[]): Promise<number> {
   if (rows.length === 0) return 0;
-  await db.query(`SELECT set_config('role', 'herald_engine', true)`);
+  // Both are transaction-local; the engine policies require the flag as well as the role.
+  await db.query(`SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`);
   const { rowCount } = await db.query(
     `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
      SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data::jsonb, $9, t.dedupe_key
@@ -30,5 +31,6 @@ export async function insertNotifications(db: Queryable, eventId: string, rows: 
     ],
   );
   await db.query(`RESET ROLE`);
+  await db.query(`SELECT set_config('herald.actor', '', true)`);
   return rowCount;
 }
