@@ -2,9 +2,17 @@
  * The example rules for the seed's domain (construction works: obras, flujos, pendientes).
  * herald uses this file when the project has no herald.config.ts of its own; copy it to start.
  */
-import { defineConfig, rule, z } from '../src/index.ts';
+import { defineConfig, rule, workflow, z } from '../src/index.ts';
 
 const uuid = z.string().uuid();
+
+const flujoAction = z.object({
+  tenantId: uuid,
+  actorId: uuid.optional(),
+  flujo: z.object({ id: z.string().min(1), name: z.string().min(1) }),
+  action: z.object({ name: z.string().min(1) }),
+  recipientIds: z.array(uuid).min(1).max(1000),
+});
 
 export default defineConfig({
   defaultLocale: 'es',
@@ -33,13 +41,7 @@ export default defineConfig({
     // A workflow action fired: notify the users it names, never the actor.
     'flujo.action.triggered': rule({
       description: 'An action of a flujo (approval workflow) was triggered',
-      schema: z.object({
-        tenantId: uuid,
-        actorId: uuid.optional(),
-        flujo: z.object({ id: z.string().min(1), name: z.string().min(1) }),
-        action: z.object({ name: z.string().min(1) }),
-        recipientIds: z.array(uuid).min(1).max(1000),
-      }),
+      schema: flujoAction,
       recipients: (ctx, to) => to.users(ctx.recipientIds, { except: ctx.actorId }),
       inApp: {
         title: '{{ ctx.action.name }} en {{ ctx.flujo.name }}',
@@ -67,6 +69,38 @@ export default defineConfig({
         actionUrl: '/pendientes/{{ ctx.pendiente.id }}',
         data: (ctx) => ({ pendienteId: ctx.pendiente.id }),
         locales: { en: { title: 'To-do overdue: {{ ctx.pendiente.title }}', body: '{% if ctx.pendiente.dueAt %}It was due {{ ctx.pendiente.dueAt | date: "%Y-%m-%d" }}.{% endif %}' } },
+      },
+    }),
+
+    // Sent by the flujo.reminder workflow when an action is still unresolved.
+    'flujo.action.reminder': rule({
+      description: 'An action of a flujo is still waiting for its recipients',
+      schema: flujoAction,
+      recipients: (ctx, to) => to.users(ctx.recipientIds, { except: ctx.actorId }),
+      inApp: {
+        title: 'Recordatorio: {{ ctx.action.name }} en {{ ctx.flujo.name }}',
+        body: 'La acción sigue pendiente.',
+        type: 'warning',
+        actionUrl: '/flujos/{{ ctx.flujo.id }}',
+        data: (ctx) => ({ flujoId: ctx.flujo.id, action: ctx.action.name, reminder: true }),
+        locales: { en: { title: 'Reminder: {{ ctx.action.name }} in {{ ctx.flujo.name }}', body: 'The action is still open.' } },
+      },
+    }),
+  },
+
+  workflows: {
+    // A durable workflow: after an action is triggered, wait (holding nothing in memory) for the
+    // app to say it was resolved — POST /v2/notify/flujo.<id>.resolved — and remind the
+    // recipients once if that has not happened within the timeout.
+    'flujo.reminder': workflow<z.infer<typeof flujoAction>>({
+      description: 'Reminds the recipients of a flujo action that is still open after two days',
+      on: 'flujo.action.triggered',
+      retries: 3,
+      async run(input, step) {
+        const resolved = await step.waitForEvent('await-resolution', `flujo.${input.flujo.id}.resolved`, { timeout: '2d' });
+        if (!resolved.timeout) return { resolved: true, by: resolved.eventData };
+        await step.send('remind', 'flujo.action.reminder', input);
+        return { resolved: false, reminded: true };
       },
     }),
   },

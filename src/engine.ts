@@ -3,11 +3,20 @@ import { EXPAND_EVENT_JOB, expandStoredEvent } from './intake/process-event.ts';
 import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
 import { createWorker, transactional, type Worker, type WorkerOptions } from './jobs/worker.ts';
-import { pruneKeys } from './storage/queries/idempotency.ts';
-import { rescueExpiredJobs } from './storage/queries/jobs.ts';
 import type { Logger } from './log.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { createOutboundFetch } from './outbound/guard.ts';
 import type { CompiledRules } from './rules/compile.ts';
 import type { Db } from './storage/db.ts';
+import { pruneKeys } from './storage/queries/idempotency.ts';
+import { pruneFlowWindows } from './storage/queries/flow-control.ts';
+import { rescueExpiredJobs } from './storage/queries/jobs.ts';
+import { RUN_JOB } from './storage/queries/workflows.ts';
+import { workflowRunHandler } from './workflow/executor.ts';
+import { httpDeliveryHandler } from './workflow/http/deliver.ts';
+import { FAILURE_CALLBACK_JOB, failureCallbackHandler } from './workflow/http/failure.ts';
+import { CALL_JOB, callHandler } from './workflow/http/call.ts';
+import { fireDueTimeouts } from './workflow/notify.ts';
 
 /**
  * One herald: storage, compiled rules and settings, with the intake operations bound to them.
@@ -18,6 +27,9 @@ export interface Engine {
   readonly db: Db;
   readonly rules: CompiledRules;
   readonly log: Logger;
+  readonly metrics: Metrics;
+  /** herald's own base URL (HERALD_URL, else http://HOST:PORT). */
+  readonly baseUrl: string;
   emit(rawBody: Buffer, idempotencyKey?: string): Promise<EmitOutcome>;
   dryRun(rawBody: Buffer): ReturnType<typeof dryRun>;
   /** A job worker bound to this engine's handlers (not started). */
@@ -25,26 +37,43 @@ export interface Engine {
 }
 
 export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules: CompiledRules; log: Logger }): Engine {
+  const { settings } = deps;
   const intake: IntakeDeps = {
     db: deps.db,
     rules: deps.rules,
-    workflowMode: deps.settings.workflowMode,
-    idempotencyTtlHours: deps.settings.idempotencyTtlHours,
+    workflowMode: settings.workflowMode,
+    idempotencyTtlHours: settings.idempotencyTtlHours,
   };
+  const metrics = createMetrics(deps.db);
+  const outbound = createOutboundFetch(settings.outboundAllowlist);
+  const baseUrl = (settings.publicUrl ?? `http://${settings.host.includes(':') ? `[${settings.host}]` : settings.host}:${settings.port}`).replace(/\/+$/, '');
   return {
     ...deps,
+    metrics,
+    baseUrl,
     emit: (rawBody, idempotencyKey) => emit(intake, { rawBody, idempotencyKey }),
     dryRun: (rawBody) => dryRun(intake, rawBody),
     createWorker: (overrides) =>
       createWorker({
         db: deps.db,
         log: deps.log,
-        leaseMs: deps.settings.jobLeaseMs,
-        pollMs: deps.settings.jobPollMs,
-        maintenanceMs: deps.settings.maintenanceMs,
-        maintenance: maintenanceTasks(deps.settings),
+        leaseMs: settings.jobLeaseMs,
+        pollMs: settings.jobPollMs,
+        maintenanceMs: settings.maintenanceMs,
+        maintenance: maintenanceTasks(settings),
         handlers: {
           [EXPAND_EVENT_JOB]: transactional((tx, payload) => expandStoredEvent(tx, deps.rules, payload)),
+          [RUN_JOB.code]: workflowRunHandler({ db: deps.db, rules: deps.rules, log: deps.log, metrics, baseUrl }),
+          [RUN_JOB.http]: httpDeliveryHandler({
+            db: deps.db, log: deps.log, metrics, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,
+            lazyFetchBytes: settings.lazyFetchBytes,
+          }),
+          [CALL_JOB]: callHandler({
+            db: deps.db, log: deps.log, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,
+          }),
+          [FAILURE_CALLBACK_JOB]: failureCallbackHandler({
+            db: deps.db, log: deps.log, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,
+          }),
         },
         ...overrides,
       }),
@@ -55,6 +84,8 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
 function maintenanceTasks(settings: Readonly<Settings>): MaintenanceTask[] {
   return [
     { name: 'rescue-expired-leases', everyMs: 0, run: rescueExpiredJobs },
+    { name: 'fire-wait-timeouts', everyMs: 0, run: async (tx) => (await fireDueTimeouts(tx)).length },
     { name: 'prune-idempotency-keys', everyMs: 3_600_000, run: (tx) => pruneKeys(tx, settings.idempotencyTtlHours) },
+    { name: 'prune-flow-windows', everyMs: 3_600_000, run: pruneFlowWindows },
   ];
 }

@@ -42,7 +42,13 @@ export class RetryAfterError extends Error {
   constructor(
     message: string,
     readonly delayMs: number,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
   }
+}
+
+/** The config (herald.config.ts) is invalid; the message names the place and the fix. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
 }

@@ -5,6 +5,8 @@ import { TemplateError } from '../rules/templates.ts';
 import { devCommand } from './commands/dev.ts';
 import { emitCommand } from './commands/emit.ts';
 import { migrateCommand } from './commands/migrate.ts';
+import { notifyCommand } from './commands/notify.ts';
+import { runsCommand } from './commands/runs.ts';
 import { startCommand } from './commands/start.ts';
 
 const HELP = `herald — notifications and durable workflows on Postgres
@@ -14,6 +16,8 @@ Usage: herald <command> [options]
 Commands:
   dev                      Run everything in one process on embedded PGlite with the example
                            rules and generated development secrets (printed at start).
+      --qstash-dev         Also be Upstash's local QStash server for apps with QSTASH_DEV=true
+                           (port 8080 or $QSTASH_DEV_PORT, the SDK's dev token and signing keys).
   start                    Run the HTTP server and a worker (production: secrets required).
   worker                   Run a worker only (scale out: any number against one Postgres).
   migrate                  Apply pending database migrations and exit.
@@ -21,9 +25,16 @@ Commands:
       --dry-run            Show what the event would produce, and why, without storing anything.
       --url <url>          herald's address (default $HERALD_URL or http://127.0.0.1:$PORT).
       --idempotency-key <k>
+  notify <eventId> [data]  Wake the workflows waiting for <eventId> (the notify API; $QSTASH_TOKEN).
+      --run <runId>        Only that run; kept for its next wait if it is not waiting yet.
+      --file <path>        Send a file's bytes (application/octet-stream) instead of [data].
+      --content-type <t>   Default: application/json when [data] is JSON, else text/plain.
+  runs [runId]             List workflow runs, or show one run's steps ($ADMIN_TOKEN).
+      --state <s>          running | completed | failed | cancelled
+      --workflow <name>    --limit <n>    --json    --cancel (with a run id)
 
 Environment: DATABASE_URL (Postgres; otherwise PGlite in HERALD_DATA_DIR, default ./.herald),
-REQUEST_SIGNING_SECRET, JWT_SECRET, PORT (3000), HOST (127.0.0.1), HERALD_CONFIG,
+REQUEST_SIGNING_SECRET, JWT_SECRET, QSTASH_TOKEN, ADMIN_TOKEN, PORT (3000), HOST (127.0.0.1), HERALD_CONFIG,
 WORKFLOWS_DISABLED=1 (direct mode), REQUEST_SIGNING_DISABLED=1 (development only).
 See README.md.`;
 
@@ -31,8 +42,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const [command, ...rest] = argv;
   try {
     switch (command) {
-      case 'dev':
-        return await devCommand(env);
+      case 'dev': {
+        const { values } = parseArgs({ args: rest, options: { 'qstash-dev': { type: 'boolean' } } });
+        return await devCommand(env, { qstashDev: values['qstash-dev'] ?? false });
+      }
       case 'start':
         return await startCommand(env, { http: true, worker: true });
       case 'worker':
@@ -56,6 +69,53 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
           dryRun: values['dry-run'] ?? false,
           url: values.url,
           idempotencyKey: values['idempotency-key'],
+        });
+      }
+      case 'notify': {
+        const { values, positionals } = parseArgs({
+          args: rest,
+          allowPositionals: true,
+          options: { run: { type: 'string' }, file: { type: 'string' }, 'content-type': { type: 'string' }, url: { type: 'string' } },
+        });
+        const [eventId, data, ...extra] = positionals;
+        if (!eventId || extra.length) {
+          console.error('usage: herald notify <eventId> [data] [--run <runId>] [--file <path>] [--content-type <type>] [--url <url>]');
+          return 2;
+        }
+        return await notifyCommand(env, {
+          eventId,
+          data,
+          file: values.file,
+          runId: values.run,
+          contentType: values['content-type'],
+          url: values.url,
+        });
+      }
+      case 'runs': {
+        const { values, positionals } = parseArgs({
+          args: rest,
+          allowPositionals: true,
+          options: {
+            state: { type: 'string' },
+            workflow: { type: 'string' },
+            limit: { type: 'string' },
+            cancel: { type: 'boolean' },
+            json: { type: 'boolean' },
+            url: { type: 'string' },
+          },
+        });
+        if (positionals.length > 1) {
+          console.error('usage: herald runs [runId] [--state <s>] [--workflow <name>] [--limit <n>] [--json] [--cancel]');
+          return 2;
+        }
+        return await runsCommand(env, {
+          runId: positionals[0],
+          state: values.state,
+          workflow: values.workflow,
+          limit: values.limit,
+          cancel: values.cancel ?? false,
+          json: values.json ?? false,
+          url: values.url,
         });
       }
       case undefined:

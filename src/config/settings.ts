@@ -1,3 +1,4 @@
+import { parseAllowlist } from '../outbound/guard.ts';
 /**
  * Runtime settings, resolved once from explicit options > environment > defaults, validated with
  * messages that name the fix, and frozen. This is the only module that reads the environment.
@@ -22,6 +23,14 @@ export const ENV = {
   maintenanceMs: 'HERALD_MAINTENANCE_MS',
   idempotencyTtlHours: 'HERALD_IDEMPOTENCY_TTL_HOURS',
   url: 'HERALD_URL',
+  qstashToken: 'QSTASH_TOKEN',
+  adminToken: 'ADMIN_TOKEN',
+  notifyRateLimit: 'HERALD_NOTIFY_RATE_LIMIT',
+  qstashCurrentSigningKey: 'QSTASH_CURRENT_SIGNING_KEY',
+  qstashNextSigningKey: 'QSTASH_NEXT_SIGNING_KEY',
+  deliveryTimeoutMs: 'HERALD_DELIVERY_TIMEOUT_MS',
+  outboundAllowlist: 'OUTBOUND_ALLOWLIST',
+  lazyFetchBytes: 'HERALD_LAZY_FETCH_BYTES',
 } as const;
 
 export interface Settings {
@@ -44,6 +53,28 @@ export interface Settings {
   /** How often the leader rescues expired leases and fires due timers (sleeps, wait timeouts). */
   maintenanceMs: number;
   idempotencyTtlHours: number;
+  /** herald's public base URL: waiters of code workflows point at it. */
+  publicUrl: string | undefined;
+  /** Bearer token of the QStash-compatible API (/v2/notify, /v2/waiters). Unset: that API is closed. */
+  qstashToken: string | undefined;
+  /** Bearer token of the admin API (runs, waiters, starting workflows). Unset: that API is closed. */
+  adminToken: string | undefined;
+  /** Notify requests per second per client (token bucket; bursts up to twice this). */
+  notifyRateLimit: number;
+  /**
+   * Keys that sign deliveries to HTTP workflows (Upstash-Signature), as QStash's: the SDK verifies
+   * with the current key, then the next. Unset: deliveries are unsigned.
+   */
+  qstashSigningKeys: { current: string; next: string } | undefined;
+  /** How long herald waits for a workflow endpoint to answer one delivery. */
+  deliveryTimeoutMs: number;
+  /** host:port pairs outbound requests may reach even on private or loopback addresses. */
+  outboundAllowlist: Set<string>;
+  /**
+   * A workflow delivery whose history is larger than this goes with an empty body; the SDK then
+   * fetches the history (GET /v2/workflows/runs/{id}), as with QStash's large payloads.
+   */
+  lazyFetchBytes: number;
 }
 
 export class SettingsError extends Error {
@@ -88,6 +119,30 @@ export function parseSecrets(...values: (string | undefined)[]): Buffer[] {
   return secrets;
 }
 
+function token(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  if (Buffer.byteLength(raw) < 16) throw new SettingsError(`${name} must be at least 16 characters`);
+  return raw;
+}
+
+function allowlist(env: Env): Set<string> {
+  try {
+    return parseAllowlist(env[ENV.outboundAllowlist]);
+  } catch (err) {
+    throw new SettingsError((err as Error).message);
+  }
+}
+
+function signingKeys(env: Env): Settings['qstashSigningKeys'] {
+  const current = env[ENV.qstashCurrentSigningKey] || undefined;
+  const next = env[ENV.qstashNextSigningKey] || undefined;
+  if (!current && !next) return undefined;
+  if (!current) throw new SettingsError(`${ENV.qstashNextSigningKey} is set without ${ENV.qstashCurrentSigningKey}`);
+  // Without a next key, the current one doubles as next (what the SDK verifies second).
+  return { current, next: next ?? current };
+}
+
 export interface ResolveOptions {
   /** Fail closed: refuse to run without a signing secret (unless signing is disabled for dev). */
   requireSecrets?: boolean;
@@ -130,6 +185,14 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     jobPollMs: int(env, ENV.pollMs, 1_000, 10, 600_000),
     maintenanceMs: int(env, ENV.maintenanceMs, 1_000, 10, 600_000),
     idempotencyTtlHours: int(env, ENV.idempotencyTtlHours, 24, 1, 24 * 30),
+    publicUrl: env[ENV.url] || undefined,
+    qstashToken: token(env, ENV.qstashToken),
+    adminToken: token(env, ENV.adminToken),
+    notifyRateLimit: int(env, ENV.notifyRateLimit, 500, 1, 1_000_000),
+    qstashSigningKeys: signingKeys(env),
+    deliveryTimeoutMs: int(env, ENV.deliveryTimeoutMs, 15 * 60_000, 100, 12 * 3_600_000),
+    outboundAllowlist: allowlist(env),
+    lazyFetchBytes: int(env, ENV.lazyFetchBytes, 1024 * 1024, 0, 1024 * 1024 * 1024),
   };
   return Object.freeze(settings);
 }

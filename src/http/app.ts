@@ -4,11 +4,17 @@ import { bodyLimit } from 'hono/body-limit';
 import { coerceError } from '../errors.ts';
 import type { Engine } from '../engine.ts';
 import type { AppEnv } from './context.ts';
-import { errorResponse } from './errors.ts';
+import { errorBody, errorResponse } from './errors.ts';
 import { emitRoutes } from './routes/emit.ts';
 import { healthRoutes } from './routes/health.ts';
 import { inboxRoutes } from './routes/inbox.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { notifyRoutes } from './routes/notify.ts';
+import { qstashRoutes } from './routes/qstash.ts';
+import { dlqRoutes } from './routes/qstash-dlq.ts';
+import { bearerToken } from './middleware/bearer-token.ts';
 import { userRoutes } from './routes/users.ts';
+import { workflowRoutes } from './routes/workflows.ts';
 
 /** The HTTP surface. Routes only translate HTTP to engine calls; no business logic lives here. */
 export function createApp(engine: Engine) {
@@ -29,14 +35,22 @@ export function createApp(engine: Engine) {
   app.use(
     bodyLimit({
       maxSize: engine.settings.maxBodyBytes,
-      onError: (c) => c.json({ ok: false, error: `request body exceeds ${engine.settings.maxBodyBytes} bytes` }, 413),
+      onError: (c) => c.json(errorBody(c, `request body exceeds ${engine.settings.maxBodyBytes} bytes`), 413),
     }),
   );
   app.route('/', healthRoutes);
   app.route('/', emitRoutes);
   app.route('/', inboxRoutes);
   app.route('/', userRoutes);
-  app.notFound((c) => c.json({ ok: false, error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.route('/', workflowRoutes);
+  // The QStash-compatible surface (notify, waiters, HTTP workflows): QSTASH_TOKEN, as a bearer
+  // token or ?qstash_token= as Upstash accepts it.
+  app.use('/v2/*', bearerToken({ token: (s) => s.qstashToken, env: 'QSTASH_TOKEN', query: 'qstash_token' }));
+  app.route('/', notifyRoutes(engine.settings.notifyRateLimit));
+  app.route('/', qstashRoutes);
+  app.route('/', dlqRoutes);
+  app.route('/', metricsRoutes);
+  app.notFound((c) => c.json(errorBody(c, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => errorResponse(coerceError(err), c));
   return app;
 }

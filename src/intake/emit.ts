@@ -3,7 +3,8 @@ import { HttpError } from '../errors.ts';
 import { isUuid, uuidv7 } from '../ids.ts';
 import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
-import type { Db } from '../storage/db.ts';
+import type { Db, Queryable } from '../storage/db.ts';
+import { startRunsForEvent, type StartedRun } from '../workflow/start.ts';
 import { insertEvent } from '../storage/queries/events.ts';
 import { completeKey, readKey, releaseKey, reserveKey } from '../storage/queries/idempotency.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
@@ -58,11 +59,11 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   try {
     return await deps.db.transaction(async (tx) => {
       const mode = deps.workflowMode ? 'workflow' : 'direct';
-      await insertEvent(tx, { id: eventId, type, ctx, tenantId, mode });
+      if (!deps.workflowMode) await insertEvent(tx, { id: eventId, type, ctx, tenantId, mode });
       let body: Record<string, unknown>;
       if (deps.workflowMode) {
-        await enqueueJob(tx, { kind: EXPAND_EVENT_JOB, payload: { eventId } });
-        body = { ok: true, workflow: 'queued', eventId };
+        const runs = await acceptEvent(tx, deps.rules, { id: eventId, type, ctx, tenantId });
+        body = { ok: true, workflow: 'queued', eventId, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
       } else {
         const { inserted } = await processEvent(tx, deps.rules, { id: eventId, type, ctx });
         body = { ok: true, delivered: true, inserted, eventId };
@@ -89,6 +90,20 @@ async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string)
     throw new HttpError(409, 'a request with this idempotency key is still in flight; retry shortly', { 'Retry-After': '1' });
   }
   return { status: existing.status ?? 200, body: existing.response as Record<string, unknown>, replayed: true };
+}
+
+/**
+ * Workflow mode's intake, in the caller's transaction: the event, the job that expands it through
+ * the rules, and a run of every workflow subscribed to it. Used by emit and by `step.send`.
+ */
+export async function acceptEvent(
+  tx: Queryable,
+  rules: CompiledRules,
+  event: { id: string; type: string; ctx: Record<string, unknown>; tenantId: string | null },
+): Promise<StartedRun[]> {
+  await insertEvent(tx, { ...event, mode: 'workflow' });
+  await enqueueJob(tx, { kind: EXPAND_EVENT_JOB, payload: { eventId: event.id } });
+  return startRunsForEvent(tx, rules.workflows, event);
 }
 
 /** The dry run: what an event would produce, and why each recipient is included or skipped. */

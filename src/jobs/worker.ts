@@ -5,6 +5,7 @@ import type { Db, Queryable } from '../storage/db.ts';
 import {
   claimJobs,
   completeJob,
+  deferJob,
   extendLeases,
   failJob,
   holdsLease,
@@ -19,9 +20,12 @@ export interface JobContext {
   /**
    * Runs `fn` in a transaction that commits only while this worker still holds the job's lease
    * (the job row is locked and checked first), so a worker whose lease expired cannot write.
-   * With `complete: true` the job is also completed in that transaction.
+   * With `complete: true` (or a predicate on fn's result that returns true) the job is also
+   * completed in that transaction.
    */
-  commit<T>(fn: (tx: Queryable) => Promise<T>, opts?: { complete?: boolean }): Promise<T>;
+  commit<T>(fn: (tx: Queryable) => Promise<T>, opts?: { complete?: boolean | ((result: T) => boolean) }): Promise<T>;
+  /** Returns the job to the queue for `delayMs` without counting this attempt (it did not run). */
+  defer(delayMs: number): Promise<void>;
 }
 
 export interface JobHandler {
@@ -81,12 +85,16 @@ export function createWorker(opts: WorkerOptions): Worker {
         opts.db.transaction(async (tx) => {
           if (!(await holdsLease(tx, job, id))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
           const result = await fn(tx);
-          if (o?.complete) {
+          if (typeof o?.complete === 'function' ? o.complete(result) : o?.complete) {
             await completeJob(tx, job, id);
             completed = true;
           }
           return result;
         }),
+      async defer(delayMs) {
+        if (!(await deferJob(opts.db, job, id, delayMs))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
+        completed = true;
+      },
     };
     try {
       if (!handler) throw new NonRetriableError(`no handler for job kind "${job.kind}"`);

@@ -1,4 +1,5 @@
-import { ValidationError } from '../errors.ts';
+import { ConfigError, ValidationError } from '../errors.ts';
+import { compileWorkflows, type CompiledWorkflows } from '../workflow/compile.ts';
 import { compileTemplate, type CompiledTemplate } from './templates.ts';
 import type { EventRule, HeraldConfig } from './types.ts';
 
@@ -20,11 +21,10 @@ export interface CompiledRule {
 export interface CompiledRules {
   defaultLocale: string;
   rules: Map<string, CompiledRule>;
+  workflows: CompiledWorkflows;
 }
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError };
 
 const EVENT_TYPE_RE = /^[A-Za-z0-9][\w.:-]{0,127}$/;
 
@@ -38,7 +38,8 @@ export function compileRules(config: HeraldConfig): CompiledRules {
   for (const [type, r] of Object.entries(config.events)) {
     const at = `events["${type}"]`;
     if (!EVENT_TYPE_RE.test(type)) throw new ConfigError(`${at}: event types are 1-128 characters of letters, digits, . _ : -`);
-    if (typeof r?.recipients !== 'function') throw new ConfigError(`${at}.recipients must be a function (ctx, to) => to.users(...) | to.tenant(...)`);
+    if (typeof r !== 'object' || r === null) throw new ConfigError(`${at} must be a rule object`);
+    if (r.recipients !== undefined && typeof r.recipients !== 'function') throw new ConfigError(`${at}.recipients must be a function (ctx, to) => to.users(...) | to.tenant(...)`);
     if (r.schema !== undefined && typeof (r.schema as { safeParse?: unknown }).safeParse !== 'function') {
       throw new ConfigError(`${at}.schema must be a zod schema`);
     }
@@ -63,8 +64,10 @@ export function compileRules(config: HeraldConfig): CompiledRules {
     }
     rules.set(type, compiled);
   }
-  if (rules.size === 0) throw new ConfigError('the config declares no events');
-  return { defaultLocale, rules };
+  const workflows = compileWorkflows(config.workflows, new Set(rules.keys()));
+  // A config may be workflows only (started through the API), but an empty one is a mistake.
+  if (rules.size === 0 && workflows.byName.size === 0) throw new ConfigError('the config declares no events and no workflows');
+  return { defaultLocale, rules, workflows };
 }
 
 /** Finds the rule for an event type, or a 400-worthy error naming the field. */

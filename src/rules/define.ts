@@ -1,3 +1,4 @@
+import type { WorkflowDefinition } from '../workflow/types.ts';
 import type { EventRule, HeraldConfig } from './types.ts';
 
 /**
@@ -12,4 +13,9 @@ export function defineConfig(config: HeraldConfig): HeraldConfig {
 /** One event's rule; infers `ctx` in `recipients`, `inApp.data` from `schema`. */
 export function rule<Ctx>(r: EventRule<Ctx>): EventRule<Ctx> {
   return r;
+}
+
+/** One durable workflow; infers `input` from `schema` (or give the type: workflow<MyInput>({...})). */
+export function workflow<Input = Record<string, unknown>>(w: WorkflowDefinition<Input>): WorkflowDefinition<Input> {
+  return w;
 }

@@ -41,7 +41,7 @@ export async function planEvent(
   ctx: Record<string, unknown>,
   directory: Directory,
 ): Promise<Plan> {
-  const selected = rule.source.recipients(ctx, selectors);
+  const selected = rule.source.recipients?.(ctx, selectors) ?? [];
   const selections = Array.isArray(selected) ? selected : [selected];
   const { recipients, decisions } = await resolveRecipients(selections, directory);
   const inApp: InAppNotification[] = [];

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { WorkflowDefinition } from '../workflow/types.ts';
 
 /** A recipient as the rules see it: a directory entry, or a bare id named in the ctx. */
 export interface Recipient {
@@ -44,7 +45,8 @@ export interface EventRule<Ctx = Record<string, unknown>> {
   description?: string;
   /** Validates the event's ctx; a failure is a 400 naming the field. */
   schema?: z.ZodType<Ctx>;
-  recipients: (ctx: Ctx, to: RecipientSelectors) => RecipientSelection | RecipientSelection[];
+  /** Who gets this event's notifications. Omit for an event that only starts workflows. */
+  recipients?: (ctx: Ctx, to: RecipientSelectors) => RecipientSelection | RecipientSelection[];
   inApp?: InAppEffect<Ctx>;
 }
 
@@ -52,4 +54,6 @@ export interface HeraldConfig {
   /** Locale used when a recipient has none, or no variant matches theirs. */
   defaultLocale?: string;
   events: Record<string, EventRule<any>>;
+  /** Durable workflows, by name; `on` names the events that start them. */
+  workflows?: Record<string, WorkflowDefinition<any>>;
 }

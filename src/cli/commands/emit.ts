@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { resolveSettings, ENV, secretBytes } from '../../config/settings.ts';
 import { signStandardWebhooks } from '../../intake/signing.ts';
-import { readDevSecrets } from '../dev-secrets.ts';
+import { printBody, request, serverUrl, tokenFor } from '../client.ts';
 
 export interface EmitArgs {
   type: string;
@@ -26,8 +26,9 @@ export async function emitCommand(env: NodeJS.ProcessEnv, args: EmitArgs): Promi
     }
   }
   const settings = resolveSettings(env);
-  const secret = (env[ENV.signingSecret] || '').split(/\s+/).find(Boolean) ?? (await readDevSecrets(settings.dataDir))?.signingSecret;
-  const base = args.url ?? env[ENV.url] ?? `http://127.0.0.1:${settings.port}`;
+  // REQUEST_SIGNING_SECRET may list several secrets (rotation): the first one signs.
+  const secret = (await tokenFor(env, settings, ENV.signingSecret, 'signingSecret'))?.split(/\s+/)[0];
+  const base = serverUrl(env, settings, args.url);
   const body = JSON.stringify({ type: args.type, ctx });
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (secret) {
@@ -38,20 +39,8 @@ export async function emitCommand(env: NodeJS.ProcessEnv, args: EmitArgs): Promi
   }
   if (args.idempotencyKey) headers['idempotency-key'] = args.idempotencyKey;
   const path = args.dryRun ? '/api/notifications/dry-run' : '/api/notifications/emit';
-  let res: Response;
-  try {
-    res = await fetch(new URL(path, base), { method: 'POST', headers, body });
-  } catch (err) {
-    console.error(`could not reach herald at ${base}: ${(err as Error).message} (is it running? set HERALD_URL or --url)`);
-    return 1;
-  }
-  const text = await res.text();
-  let out = text;
-  try {
-    out = JSON.stringify(JSON.parse(text), null, 2);
-  } catch {
-    /* print as is */
-  }
-  (res.ok ? console.log : console.error)(out);
-  return res.ok ? 0 : 1;
+  const f = await request(base, path, { method: 'POST', headers, body });
+  if (!f.ok) return 1;
+  printBody(f);
+  return f.res.ok ? 0 : 1;
 }

@@ -16,6 +16,7 @@ CREATE TABLE herald_runs (
   input       jsonb NULL,                            -- code: the input (an event's ctx)
   input_bytes bytea NULL,                            -- http: the initial body, byte for byte
   config      jsonb NOT NULL DEFAULT '{}'::jsonb,    -- http: retries, failure URL, forwarded headers…
+  max_attempts integer NOT NULL DEFAULT 4,           -- per execution, before the run fails
   result      jsonb NULL,
   error       text NULL,
   event_id    uuid NULL,                             -- the emit that started it, if any

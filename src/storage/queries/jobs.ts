@@ -22,18 +22,24 @@ export interface NewJob {
   key?: string;
   maxAttempts?: number;
   delayMs?: number;
+  /** An absolute due time (unix ms), e.g. a sleep's wake-up read from the database clock. */
+  runAtMs?: number;
 }
 
-/** Enqueues a job and wakes workers when the surrounding transaction commits. */
+/**
+ * Enqueues a job and wakes workers when the surrounding transaction commits. With a key that is
+ * already queued, the queued job stays and becomes due at the earlier of the two times.
+ */
 export async function enqueueJob(db: Queryable, job: NewJob): Promise<void> {
   await db.query(
     `WITH j AS (
        INSERT INTO herald_jobs (kind, payload, key, max_attempts, run_at)
-       VALUES ($1, $2::jsonb, $3, $4, now() + make_interval(secs => $5::double precision / 1000))
-       ON CONFLICT (key) WHERE state = 'queued' DO NOTHING
+       VALUES ($1, $2::jsonb, $3, $4, coalesce(to_timestamp($6::double precision / 1000),
+                                               now() + make_interval(secs => $5::double precision / 1000)))
+       ON CONFLICT (key) WHERE state = 'queued' DO UPDATE SET run_at = least(herald_jobs.run_at, excluded.run_at)
        RETURNING id)
      SELECT pg_notify('${JOBS_CHANNEL}', '') FROM j`,
-    [job.kind, JSON.stringify(job.payload), job.key ?? null, job.maxAttempts ?? 20, job.delayMs ?? 0],
+    [job.kind, JSON.stringify(job.payload), job.key ?? null, job.maxAttempts ?? 20, job.delayMs ?? 0, job.runAtMs ?? null],
   );
 }
 
@@ -94,6 +100,21 @@ export async function failJob(
     [job.id, workerId, job.attempts, opts.permanent, opts.delayMs, opts.error.slice(0, 4000)],
   );
   return rows[0]?.state;
+}
+
+/**
+ * Puts a claimed job back in the queue for later without counting the attempt (it did not run:
+ * e.g. its flow-control slot was busy). Fenced like completeJob.
+ */
+export async function deferJob(db: Queryable, job: ClaimedJob, workerId: string, delayMs: number): Promise<boolean> {
+  return (
+    await db.query(
+      `UPDATE herald_jobs SET state = 'queued', attempts = attempts - 1, locked_by = NULL, locked_until = NULL,
+         run_at = now() + make_interval(secs => $4::double precision / 1000)
+       WHERE ${FENCE}`,
+      [job.id, workerId, job.attempts, delayMs],
+    )
+  ).rowCount === 1;
 }
 
 /** Extends the leases of jobs this worker is still running (heartbeat). */

@@ -1,0 +1,51 @@
+import type { Settings } from '../config/settings.ts';
+import { ENV } from '../config/settings.ts';
+import { readDevSecrets, type DevSecrets } from './dev-secrets.ts';
+
+/** Where a CLI command finds the running herald: --url, then $HERALD_URL, then 127.0.0.1:$PORT. */
+export function serverUrl(env: NodeJS.ProcessEnv, settings: Readonly<Settings>, url: string | undefined): string {
+  return url ?? env[ENV.url] ?? `http://127.0.0.1:${settings.port}`;
+}
+
+/** A secret from the environment, else from `herald dev`'s secrets file in the data directory. */
+export async function tokenFor(
+  env: NodeJS.ProcessEnv,
+  settings: Readonly<Settings>,
+  envName: string,
+  devKey: keyof DevSecrets,
+): Promise<string | undefined> {
+  const fromEnv = env[envName]?.trim();
+  if (fromEnv) return fromEnv;
+  return (await readDevSecrets(settings.dataDir))?.[devKey] || undefined;
+}
+
+export type Fetched = { ok: true; res: Response; text: string; json: unknown } | { ok: false };
+
+/** fetch with an explanation (not a stack trace) when herald is not there. */
+export async function request(base: string, path: string, init: RequestInit): Promise<Fetched> {
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, base), init);
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code;
+    console.error(`could not reach herald at ${base}: ${cause ?? (err as Error).message} (is it running? set HERALD_URL or --url)`);
+    return { ok: false };
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { ok: true, res, text, json };
+}
+
+/** Prints a response body (pretty JSON when it is JSON) on stdout, or stderr when it failed. */
+export function printBody(f: { res: Response; text: string; json: unknown }): void {
+  const out = f.json === undefined ? f.text : JSON.stringify(f.json, null, 2);
+  (f.res.ok ? console.log : console.error)(out);
+}
+
+export const missingToken = (envName: string, settings: Readonly<Settings>) =>
+  `no token: set ${envName}, or run from the directory where \`herald dev\` keeps ${settings.dataDir}`;

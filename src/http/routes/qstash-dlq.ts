@@ -1,0 +1,132 @@
+import { Hono, type Context } from 'hono';
+import { HttpError, ValidationError } from '../../errors.ts';
+import { deleteDlq, listDlq, reviveRun, setFailureCallbackState, type DlqFilter, type DlqRow } from '../../storage/queries/dlq.ts';
+import type { HttpRunConfig } from '../../storage/queries/http-workflows.ts';
+import { getRun } from '../../storage/queries/workflows.ts';
+import { queueFailureCallback } from '../../workflow/http/failure.ts';
+import { newRunId } from '../../workflow/start.ts';
+import type { AppEnv } from '../context.ts';
+
+/**
+ * The workflow dead-letter list (client.dlq): failed HTTP runs with the endpoint's last answer;
+ * resume (a new run from the failed step), restart (a new run from the start), retry the failure
+ * callback, delete.
+ */
+export const dlqRoutes = new Hono<AppEnv>();
+
+const CALLBACK_STATE: Record<string, string> = { pending: 'CALLBACK_INPROGRESS', delivered: 'CALLBACK_SUCCESS', failed: 'CALLBACK_FAIL' };
+
+function present(d: DlqRow) {
+  const config = d.config as unknown as HttpRunConfig;
+  return {
+    dlqId: d.id,
+    messageId: d.message_id,
+    url: d.url,
+    method: 'POST',
+    header: Object.fromEntries(Object.entries(config.forwardHeaders ?? {}).map(([k, v]) => [k, [v]])),
+    body: (d.input_bytes ?? Buffer.alloc(0)).toString('utf8'),
+    maxRetries: config.retries,
+    notBefore: 0,
+    createdAt: d.created_at.getTime(),
+    callerIP: '',
+    workflowRunId: d.run_id,
+    workflowCreatedAt: d.run_created_at.getTime(),
+    workflowUrl: d.workflow,
+    responseStatus: d.response_status,
+    responseHeader: d.response_headers,
+    responseBody: (d.response_body ?? Buffer.alloc(0)).toString('utf8'),
+    error: d.error,
+    ...(d.failure_callback ? { failureCallback: d.failure_callback, failureCallbackInfo: { state: CALLBACK_STATE[d.failure_callback_state ?? ''] } } : {}),
+    ...(config.label ? { label: config.label } : {}),
+  };
+}
+
+function dlqFilter(c: Context<AppEnv>, fallback: number): DlqFilter {
+  const num = (k: string) => {
+    const v = c.req.query(k);
+    if (v === undefined || v === '') return undefined;
+    if (!/^\d+$/.test(v)) throw new ValidationError(`${k} must be a number`, k);
+    return Number(v);
+  };
+  const ids = [...(c.req.queries('dlqIds') ?? []), ...(c.req.queries('dlqId') ?? [])].flatMap((v) => v.split(',')).filter(Boolean);
+  const count = num('count') ?? fallback;
+  if (count < 1 || count > 1000) throw new ValidationError('count must be from 1 to 1000', 'count');
+  let before: DlqFilter['before'];
+  const cursor = c.req.query('cursor');
+  if (cursor) {
+    try {
+      const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
+      if (typeof createdAt !== 'string' || typeof id !== 'string') throw new Error();
+      before = { createdAt, id };
+    } catch {
+      throw new ValidationError('cursor is not valid; pass the cursor of the previous page', 'cursor');
+    }
+  }
+  return {
+    ids: ids.length ? ids : undefined,
+    workflowRunId: c.req.query('workflowRunId') || undefined,
+    url: c.req.query('url') || c.req.query('workflowUrl') || undefined,
+    responseStatus: num('responseStatus'),
+    fromMs: num('fromDate'),
+    toMs: num('toDate'),
+    before,
+    limit: count,
+  };
+}
+
+const nextCursor = (rows: DlqRow[], limit: number) => {
+  const last = rows[limit - 1];
+  return rows.length > limit && last ? Buffer.from(JSON.stringify([last.cursor, last.id])).toString('base64url') : undefined;
+};
+
+dlqRoutes.get('/v2/dlq', async (c) => {
+  const f = dlqFilter(c, 100);
+  const rows = await listDlq(c.var.engine.db, { ...f, limit: f.limit + 1 });
+  return c.json({ messages: rows.slice(0, f.limit).map(present), cursor: nextCursor(rows, f.limit) });
+});
+
+const revive = (mode: 'resume' | 'restart') => async (c: Context<AppEnv>) => {
+  const f = dlqFilter(c, 50);
+  const retriesRaw = c.req.header('upstash-retries');
+  if (retriesRaw !== undefined && !/^\d{1,2}$/.test(retriesRaw)) throw new ValidationError('Upstash-Retries must be 0 to 99');
+  const { db } = c.var.engine;
+  const rows = await listDlq(db, { ...f, limit: f.limit + 1 });
+  if (f.ids && rows.length === 0) throw new HttpError(404, 'no such DLQ entry');
+  const workflowRuns = await db.transaction(async (tx) => {
+    const out = [];
+    for (const entry of rows.slice(0, f.limit)) {
+      const run = await reviveRun(tx, entry, mode, newRunId(), retriesRaw === undefined ? undefined : Number(retriesRaw));
+      out.push({ workflowRunId: run.id, workflowCreatedAt: run.created_at.getTime() });
+    }
+    return out;
+  });
+  return c.json({ workflowRuns, cursor: nextCursor(rows, f.limit) });
+};
+dlqRoutes.post('/v2/workflows/dlq/resume', revive('resume'));
+dlqRoutes.post('/v2/workflows/dlq/restart', revive('restart'));
+
+dlqRoutes.post('/v2/workflows/dlq/callback/:dlqId', async (c) => {
+  const { db } = c.var.engine;
+  const [entry] = await listDlq(db, { ids: [c.req.param('dlqId')], limit: 1 });
+  if (!entry) throw new HttpError(404, 'no such DLQ entry');
+  if (!entry.failure_callback) throw new HttpError(400, 'this run has no failure callback');
+  await db.transaction(async (tx) => {
+    const run = await getRun(tx, entry.run_id);
+    if (!run) throw new HttpError(404, 'the run of this DLQ entry is gone');
+    await setFailureCallbackState(tx, run.id, 'pending');
+    await queueFailureCallback(tx, run, new Error(entry.error));
+  });
+  return c.json({ ok: true });
+});
+
+const remove = async (c: Context<AppEnv>) => {
+  const single = c.req.param('dlqId');
+  const f = single ? { ids: [single], limit: 1 } : dlqFilter(c, 100);
+  const { db } = c.var.engine;
+  const rows = await listDlq(db, { ...f, limit: f.limit + 1 });
+  const deleted = await db.transaction((tx) => deleteDlq(tx, rows.slice(0, f.limit).map((r) => r.id)));
+  if (single && deleted === 0) throw new HttpError(404, 'no such DLQ entry');
+  return c.json({ deleted, cursor: nextCursor(rows, f.limit) });
+};
+dlqRoutes.delete('/v2/workflows/dlq', remove);
+dlqRoutes.delete('/v2/workflows/dlq/:dlqId', remove);

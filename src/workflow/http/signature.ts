@@ -1,0 +1,21 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { SignJWT } from 'jose';
+
+/**
+ * `Upstash-Signature` for a delivery, as QStash signs it: an HS256 JWT with the signing key as the
+ * secret, `iss: "Upstash"`, `sub` the destination URL, a 5-minute lifetime, and `body` the
+ * base64url SHA-256 of the exact body sent. The SDK's Receiver verifies it with the current key,
+ * then the next.
+ */
+export async function upstashSignature(key: string, url: string, body: string | Buffer): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ body: createHash('sha256').update(body).digest('base64url') })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuer('Upstash')
+    .setSubject(url)
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(now + 300)
+    .setJti(`jwt_${randomUUID().replace(/-/g, '')}`)
+    .sign(new TextEncoder().encode(key));
+}
