@@ -1,4 +1,7 @@
+import { deliveryHandler, type Providers } from './channels/deliver.ts';
+import { createProviders, unsubscribeLinks } from './channels/registry.ts';
 import type { Settings } from './config/settings.ts';
+import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
 import { EXPAND_EVENT_JOB, expandStoredEvent } from './intake/process-event.ts';
 import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
@@ -32,6 +35,8 @@ export interface Engine {
   readonly baseUrl: string;
   emit(rawBody: Buffer, idempotencyKey?: string): Promise<EmitOutcome>;
   dryRun(rawBody: Buffer): ReturnType<typeof dryRun>;
+  /** The provider of each delivery channel (SMTP, WhatsApp Cloud API, webhooks, or the dev outbox). */
+  readonly providers: Providers;
   /** A job worker bound to this engine's handlers (not started). */
   createWorker(overrides?: Partial<WorkerOptions>): Worker;
 }
@@ -47,10 +52,13 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
   const metrics = createMetrics(deps.db);
   const outbound = createOutboundFetch(settings.outboundAllowlist);
   const baseUrl = (settings.publicUrl ?? `http://${settings.host.includes(':') ? `[${settings.host}]` : settings.host}:${settings.port}`).replace(/\/+$/, '');
+  const categories = new Map([...deps.rules.rules].map(([type, r]) => [type, r.source.category as string | undefined]));
+  const providers = createProviders(settings, outbound, unsubscribeLinks(baseUrl, settings.unsubscribeSecret, categories));
   return {
     ...deps,
     metrics,
     baseUrl,
+    providers,
     emit: (rawBody, idempotencyKey) => emit(intake, { rawBody, idempotencyKey }),
     dryRun: (rawBody) => dryRun(intake, rawBody),
     createWorker: (overrides) =>
@@ -71,6 +79,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
           [CALL_JOB]: callHandler({
             db: deps.db, log: deps.log, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,
           }),
+          [DELIVERY_JOB]: deliveryHandler({ rules: deps.rules, providers, log: deps.log, metrics }),
           [FAILURE_CALLBACK_JOB]: failureCallbackHandler({
             db: deps.db, log: deps.log, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,
           }),

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from './storage/db.ts';
+import { deliveryCounts } from './storage/queries/deliveries.ts';
 import { jobCounts } from './storage/queries/jobs.ts';
 import { runCounts, waiterCount } from './storage/queries/workflows.ts';
 
@@ -35,6 +36,23 @@ export function createMetrics(db: Db) {
     labelNames: ['status'] as const,
     registers: [registry],
   });
+  const channelSends = new Histogram({
+    name: 'herald_channel_send_duration_seconds',
+    help: 'One attempt at an email, WhatsApp or webhook delivery, by channel and outcome (sent, retry, dead)',
+    labelNames: ['channel', 'outcome'] as const,
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'herald_channel_deliveries',
+    help: 'Email, WhatsApp and webhook deliveries by channel and state (from the database)',
+    labelNames: ['channel', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const r of await deliveryCounts(db)) this.set({ channel: r.channel, state: r.state }, r.n);
+    },
+  });
   new Gauge({
     name: 'herald_workflow_runs',
     help: 'Workflow runs by state (from the database)',
@@ -63,7 +81,8 @@ export function createMetrics(db: Db) {
       for (const state of ['queued', 'running', 'failed']) this.set({ state }, counts[state] ?? 0);
     },
   });
-  return { registry, stepDuration, runsFinished, notifies, deliveries };
+  const observeDelivery = (channel: string, outcome: 'sent' | 'retry' | 'dead', seconds: number) => channelSends.observe({ channel, outcome }, seconds);
+  return { registry, stepDuration, runsFinished, notifies, deliveries, observeDelivery };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

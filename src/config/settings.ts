@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { parseAllowlist } from '../outbound/guard.ts';
 /**
  * Runtime settings, resolved once from explicit options > environment > defaults, validated with
@@ -31,6 +32,15 @@ export const ENV = {
   deliveryTimeoutMs: 'HERALD_DELIVERY_TIMEOUT_MS',
   outboundAllowlist: 'OUTBOUND_ALLOWLIST',
   lazyFetchBytes: 'HERALD_LAZY_FETCH_BYTES',
+  smtpUrl: 'SMTP_URL',
+  emailFrom: 'EMAIL_FROM',
+  whatsappApiUrl: 'WHATSAPP_API_URL',
+  whatsappToken: 'WHATSAPP_TOKEN',
+  whatsappPhoneNumberId: 'WHATSAPP_PHONE_NUMBER_ID',
+  whatsappAppSecret: 'WHATSAPP_APP_SECRET',
+  whatsappVerifyToken: 'WHATSAPP_VERIFY_TOKEN',
+  unsubscribeSecret: 'HERALD_UNSUBSCRIBE_SECRET',
+  channelTimeoutMs: 'HERALD_CHANNEL_TIMEOUT_MS',
 } as const;
 
 export interface Settings {
@@ -75,6 +85,19 @@ export interface Settings {
    * fetches the history (GET /v2/workflows/runs/{id}), as with QStash's large payloads.
    */
   lazyFetchBytes: number;
+  /** SMTP server for email (smtp://user:pass@host:587, smtps://…). Unset: emails go to the dev outbox. */
+  smtpUrl: string | undefined;
+  emailFrom: string;
+  /** WhatsApp Cloud API; without token and phone number id, WhatsApp messages go to the dev outbox. */
+  whatsapp: { apiUrl: string; token: string; phoneNumberId: string } | undefined;
+  /** Verifies X-Hub-Signature-256 on WhatsApp status webhooks. Unset: that webhook is closed. */
+  whatsappAppSecret: string | undefined;
+  /** Answers Meta's webhook verification handshake (hub.verify_token). */
+  whatsappVerifyToken: string | undefined;
+  /** Signs one-click unsubscribe links; derived from JWT_SECRET or the signing secret when unset. */
+  unsubscribeSecret: Buffer | undefined;
+  /** How long one email, WhatsApp or webhook request may take. */
+  channelTimeoutMs: number;
 }
 
 export class SettingsError extends Error {
@@ -126,6 +149,33 @@ function token(env: Env, name: string): string | undefined {
   return raw;
 }
 
+function whatsapp(env: Env): Settings['whatsapp'] {
+  const token = env[ENV.whatsappToken] || undefined;
+  const phoneNumberId = env[ENV.whatsappPhoneNumberId] || undefined;
+  if (!token && !phoneNumberId) return undefined;
+  if (!token || !phoneNumberId) throw new SettingsError(`${ENV.whatsappToken} and ${ENV.whatsappPhoneNumberId} must be set together`);
+  const apiUrl = env[ENV.whatsappApiUrl] || 'https://graph.facebook.com/v21.0';
+  try {
+    const u = new URL(apiUrl);
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error();
+  } catch {
+    throw new SettingsError(`${ENV.whatsappApiUrl} must be an http(s) URL such as https://graph.facebook.com/v21.0`);
+  }
+  return { apiUrl, token, phoneNumberId };
+}
+
+function smtpUrl(env: Env): string | undefined {
+  const raw = env[ENV.smtpUrl] || undefined;
+  if (raw && !/^smtps?:\/\//.test(raw)) throw new SettingsError(`${ENV.smtpUrl} must start with smtp:// or smtps://`);
+  return raw;
+}
+
+function emailFrom(env: Env): string {
+  const from = env[ENV.emailFrom] || 'herald <notifications@herald.localhost>';
+  if (/[\r\n\0]/.test(from) || !/@[^\s@>]+>?\s*$/.test(from)) throw new SettingsError(`${ENV.emailFrom} must be an address such as "Acme <notify@acme.com>"`);
+  return from;
+}
+
 function allowlist(env: Env): Set<string> {
   try {
     return parseAllowlist(env[ENV.outboundAllowlist]);
@@ -141,6 +191,17 @@ function signingKeys(env: Env): Settings['qstashSigningKeys'] {
   if (!current) throw new SettingsError(`${ENV.qstashNextSigningKey} is set without ${ENV.qstashCurrentSigningKey}`);
   // Without a next key, the current one doubles as next (what the SDK verifies second).
   return { current, next: next ?? current };
+}
+
+function unsubscribeSecret(env: Env, jwt: string | undefined, signing: Buffer[]): Buffer | undefined {
+  const own = env[ENV.unsubscribeSecret];
+  if (own) {
+    if (Buffer.byteLength(own) < 16) throw new SettingsError(`${ENV.unsubscribeSecret} must be at least 16 characters`);
+    return Buffer.from(own, 'utf8');
+  }
+  // Derived, never the raw secret: an unsubscribe token must not be usable as anything else.
+  const root = jwt ? Buffer.from(jwt, 'utf8') : signing[0];
+  return root ? createHmac('sha256', root).update('herald unsubscribe links').digest() : undefined;
 }
 
 export interface ResolveOptions {
@@ -193,6 +254,13 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     deliveryTimeoutMs: int(env, ENV.deliveryTimeoutMs, 15 * 60_000, 100, 12 * 3_600_000),
     outboundAllowlist: allowlist(env),
     lazyFetchBytes: int(env, ENV.lazyFetchBytes, 1024 * 1024, 0, 1024 * 1024 * 1024),
+    smtpUrl: smtpUrl(env),
+    emailFrom: emailFrom(env),
+    whatsapp: whatsapp(env),
+    whatsappAppSecret: env[ENV.whatsappAppSecret] || undefined,
+    whatsappVerifyToken: env[ENV.whatsappVerifyToken] || undefined,
+    unsubscribeSecret: unsubscribeSecret(env, jwt, signingSecrets),
+    channelTimeoutMs: int(env, ENV.channelTimeoutMs, 30_000, 100, 600_000),
   };
   return Object.freeze(settings);
 }

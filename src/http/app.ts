@@ -5,7 +5,10 @@ import { coerceError } from '../errors.ts';
 import type { Engine } from '../engine.ts';
 import type { AppEnv } from './context.ts';
 import { errorBody, errorResponse } from './errors.ts';
+import { channelWebhookRoutes } from './routes/channel-webhooks.ts';
+import { deliveryRoutes } from './routes/deliveries.ts';
 import { emitRoutes } from './routes/emit.ts';
+import { preferenceRoutes } from './routes/preferences.ts';
 import { healthRoutes } from './routes/health.ts';
 import { inboxRoutes } from './routes/inbox.ts';
 import { metricsRoutes } from './routes/metrics.ts';
@@ -43,6 +46,9 @@ export function createApp(engine: Engine) {
   app.route('/', inboxRoutes);
   app.route('/', userRoutes);
   app.route('/', workflowRoutes);
+  app.route('/', preferenceRoutes);
+  app.route('/', deliveryRoutes);
+  app.route('/', channelWebhookRoutes);
   // The QStash-compatible surface (notify, waiters, HTTP workflows): QSTASH_TOKEN, as a bearer
   // token or ?qstash_token= as Upstash accepts it.
   app.use('/v2/*', bearerToken({ token: (s) => s.qstashToken, env: 'QSTASH_TOKEN', query: 'qstash_token' }));

@@ -3,7 +3,9 @@ import { NonRetriableError } from '../errors.ts';
 import type { CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Queryable } from '../storage/db.ts';
+import { deliveryJob, insertDeliveries } from '../storage/queries/deliveries.ts';
 import { getEvent, markEventProcessed } from '../storage/queries/events.ts';
+import { enqueueJobs } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import { ruleFor } from '../rules/compile.ts';
 
@@ -15,11 +17,14 @@ export async function processEvent(
   tx: Queryable,
   rules: CompiledRules,
   event: { id: string; type: string; ctx: Record<string, unknown> },
-): Promise<{ plan: Plan; inserted: number }> {
+): Promise<{ plan: Plan; inserted: number; deliveries: number }> {
   const plan = await planEvent(rules, ruleFor(rules, event.type), event.id, event.ctx, directoryOn(tx));
   const inserted = await deliverInApp(tx, plan);
+  // Email, WhatsApp and webhook deliveries commit with the inbox rows; their sends are jobs.
+  const created = await insertDeliveries(tx, event, plan.deliveries, rules.delivery.maxAttempts);
+  await enqueueJobs(tx, created.map(deliveryJob));
   await markEventProcessed(tx, event.id, inserted);
-  return { plan, inserted };
+  return { plan, inserted, deliveries: created.length };
 }
 
 export const EXPAND_EVENT_JOB = 'event.expand';

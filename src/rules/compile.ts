@@ -1,5 +1,6 @@
 import { ConfigError, ValidationError } from '../errors.ts';
 import { compileWorkflows, type CompiledWorkflows } from '../workflow/compile.ts';
+import { compileChannels, compileDelivery, type CompiledChannels, type CompiledDelivery } from './compile-channels.ts';
 import { compileTemplate, type CompiledTemplate } from './templates.ts';
 import type { EventRule, HeraldConfig } from './types.ts';
 
@@ -16,12 +17,15 @@ export interface CompiledRule {
     notificationType: CompiledTemplate;
     locales: Map<string, CompiledText>;
   };
+  /** Email, WhatsApp and webhook effects. */
+  channels: CompiledChannels;
 }
 
 export interface CompiledRules {
   defaultLocale: string;
   rules: Map<string, CompiledRule>;
   workflows: CompiledWorkflows;
+  delivery: CompiledDelivery;
 }
 
 export { ConfigError };
@@ -43,7 +47,7 @@ export function compileRules(config: HeraldConfig): CompiledRules {
     if (r.schema !== undefined && typeof (r.schema as { safeParse?: unknown }).safeParse !== 'function') {
       throw new ConfigError(`${at}.schema must be a zod schema`);
     }
-    const compiled: CompiledRule = { type, source: r };
+    const compiled: CompiledRule = { type, source: r, channels: compileChannels(type, r, at) };
     if (r.inApp) {
       if (typeof r.inApp.title !== 'string') throw new ConfigError(`${at}.inApp.title must be a template string`);
       const text = (t: { title?: string; body?: string; actionUrl?: string }, where: string, base?: CompiledText) => ({
@@ -67,7 +71,7 @@ export function compileRules(config: HeraldConfig): CompiledRules {
   const workflows = compileWorkflows(config.workflows, new Set(rules.keys()));
   // A config may be workflows only (started through the API), but an empty one is a mistake.
   if (rules.size === 0 && workflows.byName.size === 0) throw new ConfigError('the config declares no events and no workflows');
-  return { defaultLocale, rules, workflows };
+  return { defaultLocale, rules, workflows, delivery: compileDelivery(config.delivery) };
 }
 
 /** Finds the rule for an event type, or a 400-worthy error naming the field. */

@@ -1,5 +1,6 @@
 import { isUuid } from '../ids.ts';
 import type { CompiledRule, CompiledRules, CompiledText } from './compile.ts';
+import { planChannels, type DeliveryLookups, type PlannedDelivery, type SkippedEffect } from './plan-channels.ts';
 import { resolveRecipients, selectors, type Directory, type RecipientDecision } from './recipients.ts';
 import type { Recipient } from './types.ts';
 
@@ -21,6 +22,10 @@ export interface Plan {
   type: string;
   recipients: RecipientDecision[];
   inApp: InAppNotification[];
+  /** Email, WhatsApp and webhook messages, each with its decision (queued, held, digest). */
+  deliveries: PlannedDelivery[];
+  /** Effects that will not happen, with why: opted out, no address, no endpoint. */
+  skipped: SkippedEffect[];
 }
 
 function pickText(rules: CompiledRules, inApp: NonNullable<CompiledRule['inApp']>, r: Recipient): CompiledText {
@@ -39,16 +44,18 @@ export async function planEvent(
   rule: CompiledRule,
   eventId: string,
   ctx: Record<string, unknown>,
-  directory: Directory,
+  directory: Directory & DeliveryLookups,
 ): Promise<Plan> {
   const selected = rule.source.recipients?.(ctx, selectors) ?? [];
   const selections = Array.isArray(selected) ? selected : [selected];
   const { recipients, decisions } = await resolveRecipients(selections, directory);
+  const ctxTenant = isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null;
+  const channels = await planChannels(rules, rule, { id: eventId, tenantId: ctxTenant }, ctx, recipients, directory);
   const inApp: InAppNotification[] = [];
   if (rule.inApp) {
     const data = rule.source.inApp?.data?.(ctx) ?? {};
-    const ctxTenant = isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null;
     for (const r of recipients) {
+      if (channels.inAppOptedOut.has(r.id)) continue;
       const text = pickText(rules, rule.inApp, r);
       const scope = { ctx, recipient: r, event: { id: eventId, type: rule.type } };
       inApp.push({
@@ -63,5 +70,5 @@ export async function planEvent(
       });
     }
   }
-  return { eventId, type: rule.type, recipients: decisions, inApp };
+  return { eventId, type: rule.type, recipients: decisions, inApp, deliveries: channels.deliveries, skipped: channels.skipped };
 }

@@ -43,6 +43,31 @@ export async function enqueueJob(db: Queryable, job: NewJob): Promise<void> {
   );
 }
 
+/** Enqueues many jobs in one statement, with at most one wake-up (see enqueueJob). */
+export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> {
+  if (jobs.length === 0) return;
+  if (jobs.length === 1) return enqueueJob(db, jobs[0]!);
+  await db.query(
+    `WITH j AS (
+       INSERT INTO herald_jobs (kind, payload, key, max_attempts, run_at)
+       SELECT t.kind, t.payload::jsonb, t.key, t.max_attempts,
+              coalesce(to_timestamp(t.run_at_ms / 1000), now() + make_interval(secs => t.delay_ms / 1000))
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::double precision[], $6::double precision[])
+         AS t(kind, payload, key, max_attempts, delay_ms, run_at_ms)
+       ON CONFLICT (key) WHERE state = 'queued' DO UPDATE SET run_at = least(herald_jobs.run_at, excluded.run_at)
+       RETURNING id)
+     SELECT pg_notify('${JOBS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM j)`,
+    [
+      jobs.map((j) => j.kind),
+      jobs.map((j) => JSON.stringify(j.payload)),
+      jobs.map((j) => j.key ?? null),
+      jobs.map((j) => j.maxAttempts ?? 20),
+      jobs.map((j) => j.delayMs ?? 0),
+      jobs.map((j) => j.runAtMs ?? null),
+    ],
+  );
+}
+
 /**
  * Claims up to `limit` due jobs. SKIP LOCKED lets many workers claim concurrently without waiting
  * on each other; a job whose key is already running waits for that one to finish.

@@ -1,5 +1,7 @@
 import type { Queryable } from '../db.ts';
 import type { Recipient } from '../../rules/types.ts';
+import { preferencesOf, quietHolds } from './preferences.ts';
+import { endpointsFor } from './webhook-endpoints.ts';
 
 export interface DirectoryUserInput {
   tenantId: string;
@@ -86,8 +88,14 @@ export async function tenantMembers(db: Queryable, tenantId: string): Promise<Re
   return rows.map(toRecipient);
 }
 
-/** The recipient directory as the rules see it, read through `db` (a pool or a transaction). */
+/**
+ * The recipient directory as the rules see it, read through `db` (a pool or a transaction), with
+ * what the channel planner needs: preferences, quiet hours, webhook subscriptions.
+ */
 export const directoryOn = (db: Queryable) => ({
   findUsers: (ids: string[]) => findUsers(db, ids),
   tenantMembers: (tenantId: string) => tenantMembers(db, tenantId),
+  preferences: (ids: string[]) => preferencesOf(db, ids),
+  quietHolds: (ids: string[]) => quietHolds(db, ids),
+  webhookEndpoints: (type: string, tenantId: string | null) => endpointsFor(db, type, tenantId),
 });

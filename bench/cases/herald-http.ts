@@ -1,0 +1,114 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { signXSignature } from '../../src/intake/signing.ts';
+import { pcts } from '../lib/drive.ts';
+import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';
+import { httpLoad, type PreparedRequest } from '../lib/http-load.ts';
+import type { ModeResult } from '../lib/result.ts';
+import { startMeter, type Usage } from '../lib/usage.ts';
+import type { ServerCommand, ServerConfig } from '../http-server.ts';
+
+const SERVER = fileURLToPath(new URL('../http-server.ts', import.meta.url));
+
+type Cmd = ServerCommand extends infer C ? (C extends { id: number } ? Omit<C, 'id'> : never) : never;
+
+/** A herald server process (app + worker, like `herald start`) and a typed way to talk to it. */
+async function startServer(cfg: ServerConfig) {
+  const child: ChildProcess = fork(SERVER, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const pending = new Map<number, (m: { ok: boolean; result?: unknown; error?: string }) => void>();
+  let seq = 0;
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`herald server exited (${code}) before listening`)));
+    child.on('message', (m: { port?: number; id?: number; ok: boolean }) => {
+      if (m.port !== undefined) resolve(m.port);
+      else if (m.id !== undefined) pending.get(m.id)?.(m as never);
+    });
+    child.send(cfg);
+  });
+  const call = <T>(c: Cmd) =>
+    new Promise<T>((resolve, reject) => {
+      const id = ++seq;
+      pending.set(id, (m) => (m.ok ? resolve(m.result as T) : reject(new Error(m.error))));
+      child.send({ ...c, id });
+    });
+  return {
+    port,
+    call,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+function signedEmits(n: number, offset: number): PreparedRequest[] {
+  const secret = Buffer.from(SIGNING_SECRET);
+  return Array.from({ length: n }, (_, i) => {
+    const body = pingBody(offset + i);
+    return {
+      path: '/api/notifications/emit',
+      body,
+      headers: { 'content-type': 'application/json', 'x-signature': signXSignature(secret, body) },
+    };
+  });
+}
+
+/**
+ * Signed emits over HTTP from 64 keep-alive clients (this process) to a herald server process.
+ * Throughput counts only 200 responses whose event then produced its notification.
+ */
+export async function runHttp(
+  opts: { subject: string; url?: string; pglite?: boolean; modes: ('workflow' | 'direct')[]; n: number; clients: number; maxMs: number },
+  report: (r: ModeResult) => void,
+): Promise<void> {
+  for (const mode of opts.modes) {
+    const dataDir = opts.pglite ? mkdtempSync(join(tmpdir(), 'herald-bench-pglite-')) : undefined;
+    const env: Record<string, string> = mode === 'direct' ? { WORKFLOWS_DISABLED: '1' } : {};
+    const server = await startServer({ url: opts.url, dataDir, env });
+    const observer = opts.url ? new pg.Client({ connectionString: opts.url }) : undefined;
+    await observer?.connect();
+    try {
+      const requests = signedEmits(opts.n, 0);
+      // Warm-up (JIT, pool connections), then a clean database.
+      await httpLoad(server.port, signedEmits(Math.min(200, Math.max(opts.clients, opts.n / 20)), 10_000_000), opts.clients, 10_000);
+      await server.call({ cmd: 'reset' });
+      await observer?.query('CHECKPOINT');
+      const pgMeter = await startMeter(observer, false);
+      await server.call({ cmd: 'meter-start' });
+      const cpu0 = process.cpuUsage();
+      const load = await httpLoad(server.port, requests, opts.clients, opts.maxMs);
+      const serverUsage = await server.call<Usage>({ cmd: 'meter-stop' });
+      const clientCpu = process.cpuUsage(cpu0);
+      const pgUsage = await pgMeter.stop();
+      const ids: string[] = [];
+      let bad = 0;
+      for (const b of load.bodies) {
+        const parsed = JSON.parse(b) as { eventId?: string; inserted?: number };
+        if (typeof parsed.eventId === 'string' && (mode === 'workflow' || parsed.inserted === 1)) ids.push(parsed.eventId);
+        else bad++;
+      }
+      const v = await server.call<{ verdict: string }>({ cmd: 'verify', ids });
+      const non200 = [...load.statuses].filter(([s]) => s !== 200);
+      const verdict = bad || non200.length ? `${bad} failed responses (${non200.map(([s, c]) => `${c}×${s}`).join(', ')})` : v.verdict;
+      report({
+        subject: opts.subject,
+        mode: `${mode} mode, ${opts.clients} keep-alive clients, x-signature`,
+        events: ids.length,
+        rate: (ids.length * 1000) / load.ms,
+        ...pcts(load.latency),
+        usage: { ...serverUsage, pgCpuMs: pgUsage.pgCpuMs, boxBusyPct: pgUsage.boxBusyPct, loadGenCpuMs: (clientCpu.user + clientCpu.system) / 1000 },
+        verified: verdict,
+        note: opts.pglite ? 'PG CPU inside the server' : undefined,
+      });
+    } finally {
+      await observer?.end();
+      await server.stop();
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    }
+  }
+}

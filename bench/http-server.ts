@@ -1,0 +1,43 @@
+/**
+ * A herald HTTP server for the HTTP cases, in its own process (as `herald start` runs it: the app
+ * and a worker), so its CPU and RSS are measured apart from the load generator. Controlled over
+ * IPC by bench/cases/herald-http.ts; exits when its parent goes away.
+ */
+import { serve } from '@hono/node-server';
+import { createApp } from '../src/http/app.ts';
+import { openHerald, resetHerald } from './lib/herald.ts';
+import { verifyRows } from './cases/herald-queue.ts';
+import { startMeter, type Meter } from './lib/usage.ts';
+
+export interface ServerConfig {
+  url?: string;
+  dataDir?: string;
+  env?: Record<string, string>;
+}
+export type ServerCommand = { id: number } & ({ cmd: 'meter-start' } | { cmd: 'meter-stop' } | { cmd: 'reset' } | { cmd: 'verify'; ids: string[] });
+
+process.on('disconnect', () => process.exit(0));
+process.once('message', async (cfg: ServerConfig) => {
+  const h = await openHerald({ databaseUrl: cfg.url, dataDir: cfg.dataDir, env: cfg.env });
+  let worker = h.engine.createWorker();
+  await worker.start();
+  const app = createApp(h.engine);
+  let meter: Meter | undefined;
+  process.on('message', async (m: ServerCommand) => {
+    let result: unknown = null;
+    try {
+      if (m.cmd === 'meter-start') meter = await startMeter(undefined);
+      else if (m.cmd === 'meter-stop') result = await meter!.stop();
+      else if (m.cmd === 'reset') {
+        await worker.stop();
+        await resetHerald(h.db);
+        worker = h.engine.createWorker();
+        await worker.start();
+      } else if (m.cmd === 'verify') result = await verifyRows(h.db, m.ids);
+      process.send!({ id: m.id, ok: true, result });
+    } catch (err) {
+      process.send!({ id: m.id, ok: false, error: (err as Error).message });
+    }
+  });
+  serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => process.send!({ port: info.port }));
+});

@@ -1,0 +1,118 @@
+import { fmt } from './stats.ts';
+import type { Summary } from './table.ts';
+
+/**
+ * The ratios to the peers and raw ceilings measured in the same run, and SPEC §3's performance
+ * bars, each met or not met with its number. Subjects and modes are found by name prefix.
+ */
+export function barsReport(all: Summary[]): string {
+  const find = (subject: string, mode: string) => all.find((s) => s.subject.startsWith(subject) && s.mode.startsWith(mode));
+  const gw = (variant: string) => all.find((s) => s.subject.startsWith('graphile-worker') && s.subject.endsWith(`(${variant})`) && s.mode.startsWith('stream: 16'));
+  const gwD = gw('default');
+  const gwB = gw('batched');
+  const boss = find('pg-boss', 'stream: 16');
+  const h16 = find('herald (engine', 'stream: 16');
+  const h256 = find('herald (engine', 'stream: 256');
+  const http = find('herald HTTP emit (Postgres)', 'workflow');
+  const httpDirect = find('herald HTTP emit (Postgres)', 'direct');
+  const raw1 = find('raw', 'INSERT 1 row/tx');
+  const un1 = find('raw', 'INSERT … unnest, 1,000 rows/statement, 1 ');
+  const un2 = find('raw', 'INSERT … unnest, 1,000 rows/statement, 2 ');
+  const copy = find('raw', 'COPY');
+  const ack = (s?: Summary) => s?.extra.ackRate;
+  const ratio = (a?: number, b?: number) => (a && b ? `${fmt(a / b)}×` : '—');
+  const bestGw = [gwD, gwB].filter((s): s is Summary => !!s).sort((a, b) => b.rate - a.rate)[0];
+  const leanGwCpu = Math.min(...[gwD, gwB].filter((s): s is Summary => !!s).map((s) => s.cpuUs));
+
+  const lines: string[] = ['### Ratios (same run, medians)', ''];
+  lines.push('| herald case | herald /s | ÷ graphile-worker default | ÷ graphile-worker batched | ÷ pg-boss | ÷ raw 1 row/tx c=16 | ÷ raw unnest c=1 | ÷ raw unnest c=2 | ÷ raw COPY |');
+  lines.push('|---|---|---|---|---|---|---|---|---|');
+  const row = (label: string, v?: number) =>
+    v !== undefined &&
+    lines.push(`| ${label} | ${fmt(v)} | ${ratio(v, gwD?.rate)} | ${ratio(v, gwB?.rate)} | ${ratio(v, boss?.rate)} | ${ratio(v, raw1?.rate)} | ${ratio(v, un1?.rate)} | ${ratio(v, un2?.rate)} | ${ratio(v, copy?.rate)} |`);
+  row('engine.emit acks, 16 callers', ack(h16));
+  row('engine.emit acks, 256 callers', ack(h256));
+  row('emit → handler start, 16 callers (e2e)', h16?.rate);
+  row('HTTP emit, workflow mode, 64 clients', http?.rate);
+  row('HTTP emit, direct mode, 64 clients', httpDirect?.rate);
+  lines.push('', 'Peers\' figures are their end-to-end single-job streaming rate (16 producers, worker running); raw figures are rows committed per second.');
+  if (h16 && bestGw) {
+    lines.push(
+      `CPU per event (node + Postgres), 16 producers: herald ${fmt(h16.cpuUs)} µs, graphile-worker default ${fmt(gwD?.cpuUs)} µs, batched ${fmt(gwB?.cpuUs)} µs, pg-boss ${fmt(boss?.cpuUs)} µs.`,
+    );
+  }
+
+  const bars: [string, boolean | undefined, string][] = [];
+  const bar = (name: string, ok: boolean | undefined, detail: string) => bars.push([name, ok, detail]);
+  bar(
+    'Emit over HTTP (signed, workflow mode, 64 clients) ≥ 8,000 events/s, ack p99 ≤ 20 ms',
+    http && http.rate >= 8000 && http.p99 <= 20,
+    http ? `${fmt(http.rate)} events/s, p99 ${fmt(http.p99)} ms` : 'not measured',
+  );
+  const gwRatio = ack(h16) && bestGw ? ack(h16)! / bestGw.rate : undefined;
+  const bossRatio = ack(h16) && boss ? ack(h16)! / boss.rate : undefined;
+  bar(
+    'Engine emit (16 callers) ≥ 10,000 events/s, ack p99 ≤ 5 ms, ≥ 15× graphile-worker and ≥ 20× pg-boss streaming',
+    h16 && ack(h16)! >= 10_000 && h16.ackP99 <= 5 && (gwRatio ?? 0) >= 15 && (bossRatio ?? 0) >= 20,
+    h16 ? `${fmt(ack(h16))} events/s, ack p99 ${fmt(h16.ackP99)} ms, ${fmt(gwRatio)}× graphile-worker (its faster config), ${fmt(bossRatio)}× pg-boss` : 'not measured',
+  );
+  const serial = find('herald (engine', 'serial');
+  const p5k = find('herald (engine', 'paced: 5,000');
+  bar('Emit → job → handler start (16 callers) ≥ 8,000 events/s', h16 && h16.rate >= 8000, h16 ? `${fmt(h16.rate)} events/s` : 'not measured');
+  bar('Unloaded emit → handler start p99 ≤ 5 ms', serial && serial.p99 <= 5, serial ? `p50 ${fmt(serial.p50)} / p99 ${fmt(serial.p99)} ms` : 'not measured');
+  bar(
+    'At 5,000 events/s offered: p99 ≤ 15 ms, no backlog growth',
+    p5k && p5k.p99 <= 15 && !p5k.notes.includes('SATURATED'),
+    p5k ? `achieved ${fmt(p5k.rate)}/s, p99 ${fmt(p5k.p99)} ms${p5k.notes.includes('SATURATED') ? ', saturated' : ''}` : 'not measured',
+  );
+  bar(
+    'CPU per event ≤ 1/10 of graphile-worker\'s',
+    h16 && Number.isFinite(leanGwCpu) && h16.cpuUs <= leanGwCpu / 10,
+    h16 ? `${fmt(h16.cpuUs)} µs vs ${fmt(leanGwCpu)} µs (graphile-worker's leaner config): ${fmt(h16.cpuUs / leanGwCpu)}×` : 'not measured',
+  );
+  const on = find('herald wake-ups', 'on');
+  const off = find('herald wake-ups', 'off');
+  const cost = ack(on) && ack(off) ? 1 - ack(on)! / ack(off)! : undefined;
+  bar(
+    'Wake-ups (LISTEN/NOTIFY) cost ≤ 10 % of throughput, ≤ 1 NOTIFY per committed batch',
+    cost !== undefined && cost <= 0.1 && (on?.extra.notifiesPerEvent ?? 1) < 1,
+    cost !== undefined
+      ? `on ${fmt(ack(on))}/s vs off ${fmt(ack(off))}/s (${fmt(cost * 100)} % cost); ${fmt(on?.extra.notifiesPerEvent)} NOTIFYs per event (one per emit transaction)`
+      : 'not measured',
+  );
+  const f1 = find('herald notify fan-out', '1,000 ');
+  const f10 = find('herald notify fan-out', '10,000 ');
+  bar(
+    'Notify fan-out: 1,000 durable waiters resumed p99 ≤ 100 ms',
+    f1 && f1.p99 <= 100,
+    f1 ? `notify call ${fmt(f1.extra.notifyMs)} ms; runs resumed p50 ${fmt(f1.p50)} / p99 ${fmt(f1.p99)} ms` : 'not measured',
+  );
+  bar(
+    'Notify fan-out: 10,000 waiters all resumed within 1 s',
+    f10 && f10.extra.allMs! <= 1000,
+    f10 ? `all resumed in ${fmt(f10.extra.allMs)} ms (notify call ${fmt(f10.extra.notifyMs)} ms)` : 'not measured in this run',
+  );
+  const sqlLatest = find('herald inbox', 'SQL: latest 20');
+  const httpLatest = find('herald inbox', 'HTTP + JWT + RLS: latest 20');
+  const badge = find('herald inbox', 'SQL: unread badge');
+  const httpBadge = find('herald inbox', 'HTTP + JWT + RLS: unread badge');
+  const scale = sqlLatest?.mode.match(/\(([\d.,]+ M rows)/)?.[1] ?? '?';
+  bar(
+    `Inbox latest 20 among 10 M rows: SQL p99 ≤ 3 ms, HTTP+JWT+RLS p99 ≤ 5 ms (measured at ${scale})`,
+    sqlLatest && httpLatest && sqlLatest.p99 <= 3 && httpLatest.p99 <= 5,
+    sqlLatest && httpLatest ? `SQL p99 ${fmt(sqlLatest.p99)} ms, HTTP p99 ${fmt(httpLatest.p99)} ms` : 'not measured',
+  );
+  bar(
+    'Unread badge p99 ≤ 1 ms (capped count)',
+    badge && badge.p99 <= 1,
+    badge ? `SQL p99 ${fmt(badge.p99)} ms (HTTP p99 ${fmt(httpBadge?.p99)} ms)` : 'not measured',
+  );
+  const rss = Math.max(...[http, httpDirect].filter((s): s is Summary => !!s).map((s) => s.rssMb));
+  bar('Server RSS ≤ 200 MB under load', Number.isFinite(rss) ? rss <= 200 : undefined, Number.isFinite(rss) ? `peak ${fmt(rss)} MB (HTTP server process)` : 'not measured');
+  const lite = find('herald HTTP emit (embedded PGlite)', 'workflow');
+  bar('Embedded PGlite ≥ 500 events/s', lite && lite.rate >= 500, lite ? `${fmt(lite.rate)} events/s` : 'not measured');
+
+  lines.push('', '### SPEC §3 performance bars', '', '| bar | verdict | measured |', '|---|---|---|');
+  for (const [name, ok, detail] of bars) lines.push(`| ${name} | ${ok === undefined ? 'not measured' : ok ? '**met**' : '**not met**'} | ${detail} |`);
+  return lines.join('\n');
+}

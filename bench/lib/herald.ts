@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { resolveSettings } from '../../src/config/settings.ts';
+import { createEngine, type Engine } from '../../src/engine.ts';
+import { EXPAND_EVENT_JOB, expandStoredEvent } from '../../src/intake/process-event.ts';
+import { transactional, type JobHandler, type Worker } from '../../src/jobs/worker.ts';
+import { silentLogger } from '../../src/log.ts';
+import { compileRules } from '../../src/rules/compile.ts';
+import { workflow } from '../../src/rules/define.ts';
+import type { HeraldConfig } from '../../src/rules/types.ts';
+import type { Db } from '../../src/storage/db.ts';
+import { migrate } from '../../src/storage/migrate.ts';
+import { openStorage } from '../../src/storage/open.ts';
+import { RUN_JOB } from '../../src/storage/queries/workflows.ts';
+import { workflowRunHandler } from '../../src/workflow/executor.ts';
+
+export const SIGNING_SECRET = 'bench-signing-secret-0123456789';
+export const JWT_SECRET = 'bench-jwt-secret-0123456789-0123456789-abcdef';
+export const QSTASH_TOKEN = 'bench-qstash-token-0123456789';
+export const TENANT = '00000000-0000-7000-8000-00000000beef';
+/** The 1,000 users the benchmark events go to (round robin). */
+export const USERS = Array.from({ length: 1000 }, (_, i) => `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`);
+
+/**
+ * The benchmark's rules: `bench.ping` has one in-app recipient named in the ctx, rendered from
+ * Liquid templates like a real rule; `bench.park` starts a workflow that waits for a notify.
+ */
+export const benchConfig: HeraldConfig = {
+  defaultLocale: 'en',
+  events: {
+    'bench.ping': {
+      schema: z.object({ tenantId: z.string().uuid(), userId: z.string().uuid(), seq: z.number().int(), item: z.string() }),
+      recipients: (ctx: { userId: string }, to) => to.users(ctx.userId),
+      inApp: {
+        title: 'Item {{ ctx.item }} is ready',
+        body: 'Benchmark event {{ ctx.seq }}: the item «{{ ctx.item }}» was processed for you.',
+        type: 'info',
+        actionUrl: '/items/{{ ctx.item }}',
+        data: (ctx: { seq: number; item: string }) => ({ seq: ctx.seq, item: ctx.item }),
+      },
+    },
+    'bench.park': { schema: z.object({ tenantId: z.string().uuid(), key: z.string(), seq: z.number().int() }) },
+  },
+  workflows: {
+    'bench.waiter': workflow<{ key: string }>({
+      on: 'bench.park',
+      async run(input, step) {
+        const r = await step.waitForEvent('wait', input.key, { timeout: '1h' });
+        return { resumedAt: Date.now(), timeout: r.timeout };
+      },
+    }),
+  },
+};
+
+export const pingBody = (seq: number) =>
+  Buffer.from(JSON.stringify({ type: 'bench.ping', ctx: { tenantId: TENANT, userId: USERS[seq % USERS.length], seq, item: `it-${seq}` } }));
+
+export const parkBody = (seq: number, key: string) =>
+  Buffer.from(JSON.stringify({ type: 'bench.park', ctx: { tenantId: TENANT, key, seq } }));
+
+export interface BenchHerald {
+  engine: Engine;
+  db: Db;
+  close(): Promise<void>;
+}
+
+/** herald with its default settings (pool, worker concurrency, polling), on Postgres or PGlite. */
+export async function openHerald(opts: { databaseUrl?: string; dataDir?: string; env?: Record<string, string>; wrapDb?: (db: Db) => Db }): Promise<BenchHerald> {
+  const settings = resolveSettings({
+    REQUEST_SIGNING_SECRET: SIGNING_SECRET,
+    JWT_SECRET,
+    QSTASH_TOKEN,
+    HERALD_LOG_LEVEL: 'silent',
+    ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}),
+    ...opts.env,
+  });
+  const raw = await openStorage({ databaseUrl: settings.databaseUrl, dataDir: opts.dataDir });
+  await migrate(raw);
+  const db = opts.wrapDb ? opts.wrapDb(raw) : raw;
+  const engine = createEngine({ settings, db, rules: compileRules(benchConfig), log: silentLogger });
+  return { engine, db, close: () => raw.close() };
+}
+
+/**
+ * A worker with herald's own handlers, wrapped to report when the event-expansion handler starts
+ * (by event id) and when each job settles.
+ */
+export function trackedWorker(
+  engine: Engine,
+  onExpandStart: (eventId: string) => void,
+  onSettled?: (job: { kind: string; payload: Record<string, unknown> }, outcome: string) => void,
+): Worker {
+  const expand = transactional((tx, payload) => expandStoredEvent(tx, engine.rules, payload));
+  const handlers: Record<string, JobHandler> = {
+    [EXPAND_EVENT_JOB]: {
+      run: (payload, ctx) => {
+        onExpandStart(String(payload.eventId));
+        return expand.run(payload, ctx);
+      },
+    },
+    [RUN_JOB.code]: workflowRunHandler({ db: engine.db, rules: engine.rules, log: engine.log, metrics: engine.metrics, baseUrl: engine.baseUrl }),
+  };
+  return engine.createWorker({ handlers, onSettled: (job, outcome) => onSettled?.(job, outcome) });
+}
+
+/** Empties herald's tables between modes (untimed). */
+export async function resetHerald(db: Db): Promise<void> {
+  await db.exec(
+    `TRUNCATE notifications, herald_events, herald_jobs, herald_idempotency_keys, herald_runs, herald_waiters, herald_run_events CASCADE`,
+  );
+}
+
+export const uniqueKey = () => `k_${randomUUID()}`;

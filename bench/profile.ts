@@ -1,0 +1,191 @@
+/**
+ * Where herald's time goes per emit. Run
+ *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http]
+ * It runs the stream case once — 16 in-process engine.emit callers, or with --http 64 keep-alive
+ * clients of a server in this same process (signed, workflow mode) — with the worker running, and
+ * prints
+ *   1. every SQL statement herald sent, per event: count, client-observed time, transactions;
+ *   2. a V8 CPU profile of the herald process, self time by package/module and by function;
+ *   3. Postgres backend CPU vs node CPU per event.
+ */
+import { Session } from 'node:inspector/promises';
+import pg from 'pg';
+import type { Db, Queryable } from '../src/storage/db.ts';
+import { closedLoop } from './lib/drive.ts';
+import { serve } from '@hono/node-server';
+import { createApp } from '../src/http/app.ts';
+import { signXSignature } from '../src/intake/signing.ts';
+import { openHerald, pingBody, SIGNING_SECRET, trackedWorker } from './lib/herald.ts';
+import { httpLoad, type PreparedRequest } from './lib/http-load.ts';
+import { startBenchPostgres } from './lib/postgres.ts';
+import { fmt, now, sleep } from './lib/stats.ts';
+import { startMeter } from './lib/usage.ts';
+
+interface Stat {
+  n: number;
+  ms: number;
+}
+const census = new Map<string, Stat>();
+let transactions = 0;
+const label = (sql: string) => sql.replace(/\s+/g, ' ').trim().slice(0, 90);
+
+function counted(db: Db): Db {
+  const wrap = (q: Queryable): Queryable => ({
+    async query(text, values) {
+      const t = now();
+      try {
+        return await q.query(text, values);
+      } finally {
+        const s = census.get(label(text)) ?? { n: 0, ms: 0 };
+        s.n++;
+        s.ms += now() - t;
+        census.set(label(text), s);
+      }
+    },
+    exec: (sql) => q.exec(sql),
+  });
+  return {
+    ...db,
+    ...wrap(db),
+    kind: db.kind,
+    transaction: (fn) => {
+      transactions++;
+      return db.transaction((tx) => fn(wrap(tx)));
+    },
+    withAdvisoryLock: (k, fn) => db.withAdvisoryLock(k, fn),
+    listen: (c, fn) => db.listen(c, fn),
+    close: () => db.close(),
+  };
+}
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+
+function bucket(url: string): string {
+  if (!url) return '(native / GC / idle)';
+  const nm = url.lastIndexOf('node_modules/');
+  if (nm >= 0) {
+    const rest = url.slice(nm + 'node_modules/'.length).split('/');
+    return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
+  }
+  if (url.startsWith('node:')) return url;
+  const src = url.indexOf('/src/');
+  if (src >= 0) return `herald ${url.slice(src + 1)}`;
+  const bench = url.indexOf('/bench/');
+  return bench >= 0 ? `bench ${url.slice(bench + 1)}` : url;
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  const events = Number(argv[argv.indexOf('--events') + 1] || 3000) || 3000;
+  const mode = (argv.find((a) => a.startsWith('--pg='))?.slice(5) ?? 'auto') as 'auto';
+  const overHttp = argv.includes('--http');
+  const pgx = await startBenchPostgres({ mode });
+  const name = `herald_bench_profile_${process.pid}`;
+  const abort = () => void pgx.dropDatabase(name).catch(() => {}).then(() => pgx.cleanup()).then(() => process.exit(130));
+  process.once('SIGINT', abort);
+  process.once('SIGTERM', abort);
+  try {
+    const url = await pgx.createDatabase(name);
+    const h = await openHerald({ databaseUrl: url, wrapDb: counted });
+    const observer = new pg.Client({ connectionString: url });
+    await observer.connect();
+    const handled = new Set<string>();
+    const worker = trackedWorker(h.engine, (id) => handled.add(id));
+    await worker.start();
+    const secret = Buffer.from(SIGNING_SECRET);
+    const signed = (from: number, n: number): PreparedRequest[] =>
+      Array.from({ length: n }, (_, i) => {
+        const body = pingBody(from + i);
+        return { path: '/api/notifications/emit', body, headers: { 'content-type': 'application/json', 'x-signature': signXSignature(secret, body) } };
+      });
+    let port = 0;
+    if (overHttp) {
+      const app = createApp(h.engine);
+      await new Promise<void>((resolve) => serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => ((port = info.port), resolve())));
+    }
+    const drive = async (from: number, n: number) =>
+      overHttp
+        ? await httpLoad(port, signed(from, n), 64, 60_000)
+        : await closedLoop(16, n, 60_000, async (i) => void (await h.engine.emit(pingBody(from + i))));
+    // warm-up, then reset the counters
+    await drive(1_000_000, 300);
+    while (handled.size < 300) await sleep(20);
+    census.clear();
+    transactions = 0;
+    handled.clear();
+
+    const session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 200 });
+    await session.post('Profiler.start');
+    const meter = await startMeter(observer);
+    const t0 = now();
+    const loop = await drive(0, events);
+    const ackMs = now() - t0;
+    while (handled.size < events) await sleep(5);
+    const e2eMs = now() - t0;
+    const usage = await meter.stop();
+    const { profile } = (await session.post('Profiler.stop')) as { profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } };
+    await worker.stop();
+
+    const out: string[] = [];
+    out.push(
+      `herald profile: ${events} emits from ${overHttp ? '64 HTTP clients (same process: the CPU profile includes the client)' : '16 in-process callers'}, worker running (${pgx.kind} Postgres ${pgx.version})`,
+    );
+    out.push(`acks: ${fmt((loop.done * 1000) / ackMs)}/s; all handlers started after ${fmt(e2eMs)} ms (${fmt((events * 1000) / e2eMs)}/s e2e)`);
+    out.push(`CPU per event: node ${fmt((usage.nodeCpuMs * 1000) / events)} µs + Postgres backends ${fmt((usage.pgCpuMs * 1000) / events)} µs; box ${fmt(usage.boxBusyPct)} % busy of ${200}`);
+    out.push('', `SQL per event (${fmt(transactions / events)} transactions per event; client-observed time includes waiting for the pool):`, '');
+    out.push('| statement | per event | mean ms | total ms |', '|---|---|---|---|');
+    const rows = [...census].sort((a, b) => b[1].ms - a[1].ms);
+    let total = 0;
+    for (const [sql, s] of rows) {
+      total += s.n;
+      out.push(`| \`${sql}\` | ${fmt(s.n / events)} | ${fmt(s.ms / s.n)} | ${fmt(s.ms)} |`);
+    }
+    out.push(`| **all statements (plus BEGIN/COMMIT: ${fmt((2 * transactions) / events)})** | **${fmt(total / events)}** | | |`);
+
+    // CPU profile: self time by module and by function.
+    const dt = new Map<number, number>();
+    profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000));
+    const byBucket = new Map<string, number>();
+    const byFn = new Map<string, number>();
+    let sampled = 0;
+    for (const n of profile.nodes) {
+      const ms = dt.get(n.id) ?? 0;
+      if (!ms) continue;
+      const fnName = n.callFrame.functionName || '(anonymous)';
+      if (fnName === '(idle)') continue;
+      sampled += ms;
+      const b = fnName === '(garbage collector)' ? '(garbage collector)' : fnName === '(program)' ? '(program: native, not JS)' : bucket(n.callFrame.url);
+      byBucket.set(b, (byBucket.get(b) ?? 0) + ms);
+      const f = `${fnName} ${bucket(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+      byFn.set(f, (byFn.get(f) ?? 0) + ms);
+    }
+    out.push('', `Node CPU profile (non-idle ${fmt(sampled)} ms sampled = ${fmt((sampled * 1000) / events)} µs per event), self time by module:`, '');
+    out.push('| module | ms | µs per event | share |', '|---|---|---|---|');
+    for (const [b, ms] of [...byBucket].sort((a, c) => c[1] - a[1]).slice(0, 18)) {
+      out.push(`| ${b} | ${fmt(ms)} | ${fmt((ms * 1000) / events)} | ${fmt((100 * ms) / sampled)} % |`);
+    }
+    out.push('', 'Top functions by self time:', '', '| function | ms | share |', '|---|---|---|');
+    for (const [f, ms] of [...byFn].sort((a, c) => c[1] - a[1]).slice(0, 25)) out.push(`| ${f} | ${fmt(ms)} | ${fmt((100 * ms) / sampled)} % |`);
+    process.stdout.write(`${out.join('\n')}\n`);
+    session.disconnect();
+    await observer.end();
+    await h.close();
+  } finally {
+    await pgx.dropDatabase(name).catch(() => {});
+    await pgx.cleanup();
+  }
+}
+
+// exit explicitly: the --http server would keep the process alive (cleanup already ran in finally)
+main().then(() => process.exit(0), (err) => {
+  process.stderr.write(`${(err as Error).stack}\n`);
+  process.exit(1);
+});

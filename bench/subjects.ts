@@ -1,0 +1,73 @@
+import { graphileSubject } from './cases/graphile.ts';
+import { runFanout } from './cases/fanout.ts';
+import { runHttp } from './cases/herald-http.ts';
+import { runInbox } from './cases/inbox.ts';
+import { countNotifies, heraldSubject } from './cases/herald-queue.ts';
+import { pgbossSubject } from './cases/pgboss.ts';
+import { runRaw } from './cases/raw.ts';
+import { drainMode, pacedMode, serialMode, streamMode, type QueueSubject } from './lib/queue-modes.ts';
+import type { ModeResult } from './lib/result.ts';
+import type { Sizes } from './lib/sizes.ts';
+
+export interface SubjectContext {
+  url: string;
+  adminUrl: string;
+  sizes: Sizes;
+  report(r: ModeResult): void;
+}
+
+export interface Subject {
+  /** Run once, in the first round, repeating its measurements itself (a costly setup, e.g. 1M rows). */
+  once?: boolean;
+  run(ctx: SubjectContext): Promise<void>;
+}
+
+/** Peers: single-job streaming from 16 producers; herald also at 256 in flight. */
+async function queueModes(s: QueueSubject, ctx: SubjectContext, stream: number[], drainN: number) {
+  const q = { ...ctx.sizes.queue, drainN };
+  try {
+    for (const c of stream) ctx.report(await streamMode(s, c, q));
+    for (const p of q.paced) ctx.report(await pacedMode(s, p.rate, p.seconds, q));
+    ctx.report(await serialMode(s, q));
+    ctx.report(await drainMode(s, q));
+  } finally {
+    await s.close();
+  }
+}
+
+/** Every subject, in the order the table lists them. Each runs in its own process. */
+export const SUBJECTS: Record<string, Subject> = {
+  raw: { run: (ctx) => runRaw(ctx.url, ctx.sizes, ctx.report) },
+  'graphile-default': { run: async (ctx) => queueModes(await graphileSubject(ctx.url, 'default'), ctx, [16], ctx.sizes.queue.drainN) },
+  'graphile-batched': { run: async (ctx) => queueModes(await graphileSubject(ctx.url, 'batched'), ctx, [16], ctx.sizes.queue.drainN) },
+  pgboss: { run: async (ctx) => queueModes(await pgbossSubject(ctx.url), ctx, [16], ctx.sizes.queue.drainN) },
+  herald: { run: async (ctx) => queueModes(await heraldSubject(ctx.url), ctx, ctx.sizes.queue.stream, ctx.sizes.heraldDrainN) },
+  'herald-wakeups': {
+    async run(ctx) {
+      for (const wakeups of [true, false]) {
+        const s = await heraldSubject(ctx.url, { name: 'herald wake-ups (LISTEN/NOTIFY), engine.emit', env: { HERALD_JOB_POLL_MS: '50' }, wakeups });
+        try {
+          const counter = await countNotifies(ctx.url);
+          const r = await streamMode(s, 16, ctx.sizes.queue);
+          const notifies = await counter.stop();
+          r.mode = wakeups ? 'on (as shipped), 16 producers' : 'off (pg_notify stripped, 50 ms polling), 16 producers';
+          r.extra = { ...r.extra, notifiesPerEvent: notifies / r.events };
+          if (!wakeups && s.rewrites() === 0) r.verified = 'could not switch wake-ups off: no pg_notify seen';
+          ctx.report(r);
+        } finally {
+          await s.close();
+        }
+      }
+    },
+  },
+  'herald-http': {
+    run: (ctx) =>
+      runHttp({ subject: 'herald HTTP emit (Postgres)', url: ctx.url, modes: ['workflow', 'direct'], n: ctx.sizes.http.n, clients: ctx.sizes.http.clients, maxMs: ctx.sizes.http.maxMs }, ctx.report),
+  },
+  'herald-pglite': {
+    run: (ctx) =>
+      runHttp({ subject: 'herald HTTP emit (embedded PGlite)', pglite: true, modes: ['workflow'], n: ctx.sizes.http.pgliteN, clients: ctx.sizes.http.clients, maxMs: ctx.sizes.http.maxMs }, ctx.report),
+  },
+  'herald-fanout': { run: (ctx) => runFanout(ctx.url, ctx.sizes.fanout, ctx.report) },
+  'herald-inbox': { once: true, run: (ctx) => runInbox(ctx.url, ctx.sizes.inboxRows, ctx.sizes.inboxIterations, ctx.sizes.runs, ctx.report) },
+};
