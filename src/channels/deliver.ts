@@ -16,6 +16,7 @@ import {
   postpone,
   recentAttemptsOn,
   recentSendsTo,
+  saveMessage,
   sessionOpen,
   startAttempt,
   type DeliveryRow,
@@ -111,8 +112,10 @@ export function deliveryHandler(deps: DeliveryDeps): JobHandler {
       let result: SendResult | undefined;
       let failure: DeliveryFailure | undefined;
       const started = performance.now();
+      let rendered: Record<string, any> | undefined;
       try {
-        result = await provider.send({ ...send, message: await finalMessage(deps.rules, d) });
+        rendered = await finalMessage(deps.rules, d);
+        result = await provider.send({ ...send, message: rendered });
       } catch (err) {
         failure = err instanceof DeliveryFailure ? err : provider.classify(err);
       }
@@ -123,6 +126,8 @@ export function deliveryHandler(deps: DeliveryDeps): JobHandler {
           if (result) {
             await finishAttempt(tx, { id: d.id, attempt: send.attempt, outcome: 'sent', response: result.response, error: null });
             await markSent(tx, d.id, result.providerMessageId);
+            // A digest is rendered at send time; keep what was sent, so the log and outbox show it.
+            if (rendered && rendered !== d.message) await saveMessage(tx, d.id, rendered);
             return;
           }
           const f = failure!;

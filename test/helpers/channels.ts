@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { HeraldConfig } from '../../src/rules/types.ts';
 import { attemptsOf, getDelivery, type AttemptRow, type DeliveryRow, type DeliveryState } from '../../src/storage/queries/deliveries.ts';
 import { eventually } from './herald.ts';
@@ -27,7 +28,9 @@ export async function createChannelHerald(config: HeraldConfig, env: Record<stri
   return {
     ...h,
     async emit(type, ctx) {
-      const res = await h.post('/api/notifications/emit', { type, ctx });
+      // A fresh Idempotency-Key: x-signature requests are otherwise deduplicated by body hash, and
+      // tests emit identical bodies on purpose.
+      const res = await h.post('/api/notifications/emit', { type, ctx }, { headers: { 'idempotency-key': randomUUID() } });
       const body = (await res.json()) as { eventId?: string; error?: string };
       if (res.status !== 200 || !body.eventId) throw new Error(`emit ${type} answered ${res.status}: ${JSON.stringify(body)}`);
       await eventually(async () => {

@@ -188,6 +188,10 @@ export async function markSent(tx: Queryable, id: string, providerMessageId: str
   );
 }
 
+export async function saveMessage(tx: Queryable, id: string, message: Record<string, unknown>): Promise<void> {
+  await tx.query(`UPDATE herald_deliveries SET message = $2::jsonb WHERE id = $1`, [id, JSON.stringify(message)]);
+}
+
 export async function markRetrying(tx: Queryable, id: string, error: string, delayMs: number): Promise<void> {
   await tx.query(
     `UPDATE herald_deliveries SET state = 'failed', last_error = $2,
