@@ -36,6 +36,19 @@ export default defineConfig({
           en: { title: 'Work completed: {{ ctx.obra.name }}', body: '“{{ ctx.obra.name }}” reached {{ ctx.obra.percentage }} %.' },
         },
       },
+      // Also by email, to the recipients who have an address (the others are skipped, with why).
+      email: {
+        subject: 'Obra completada: {{ ctx.obra.name }}',
+        text: 'Hola{% if recipient.name %} {{ recipient.name }}{% endif %}:\n\nLa obra «{{ ctx.obra.name }}» llegó al {{ ctx.obra.percentage }} %.\n',
+        html: '<p>Hola{% if recipient.name %} {{ recipient.name | escape }}{% endif %}:</p><p>La obra «<b>{{ ctx.obra.name | escape }}</b>» llegó al {{ ctx.obra.percentage }} %.</p>',
+        locales: {
+          en: {
+            subject: 'Work completed: {{ ctx.obra.name }}',
+            text: 'Hi{% if recipient.name %} {{ recipient.name }}{% endif %},\n\n“{{ ctx.obra.name }}” reached {{ ctx.obra.percentage }} %.\n',
+            html: '<p>Hi{% if recipient.name %} {{ recipient.name | escape }}{% endif %},</p><p>“<b>{{ ctx.obra.name | escape }}</b>” reached {{ ctx.obra.percentage }} %.</p>',
+          },
+        },
+      },
     }),
 
     // A workflow action fired: notify the users it names, never the actor.
@@ -69,6 +82,12 @@ export default defineConfig({
         actionUrl: '/pendientes/{{ ctx.pendiente.id }}',
         data: (ctx) => ({ pendienteId: ctx.pendiente.id }),
         locales: { en: { title: 'To-do overdue: {{ ctx.pendiente.title }}', body: '{% if ctx.pendiente.dueAt %}It was due {{ ctx.pendiente.dueAt | date: "%Y-%m-%d" }}.{% endif %}' } },
+      },
+      // And on WhatsApp, when the assignee has a phone number: the approved template outside the
+      // 24-hour window, the free text inside it.
+      whatsapp: {
+        template: { name: 'pendiente_vencido', params: ['{{ recipient.name | default: "" }}', '{{ ctx.pendiente.title }}'] },
+        text: 'Pendiente vencido: {{ ctx.pendiente.title }}',
       },
     }),
 

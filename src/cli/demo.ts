@@ -7,8 +7,8 @@ export const DEMO = {
   tenantId: '0b5e7a1c-0000-4000-8000-000000000001',
   users: [
     { id: '0b5e7a1c-0000-4000-8000-00000000a0a0', name: 'Ana (actor)', email: 'ana@example.com', locale: 'es' },
-    { id: '0b5e7a1c-0000-4000-8000-00000000b0b0', name: 'Bruno', email: 'bruno@example.com', locale: 'es' },
-    { id: '0b5e7a1c-0000-4000-8000-00000000c0c0', name: 'Carla', email: 'carla@example.com', locale: 'en' },
+    { id: '0b5e7a1c-0000-4000-8000-00000000b0b0', name: 'Bruno', email: 'bruno@example.com', phone: '+5491155550101', locale: 'es' },
+    { id: '0b5e7a1c-0000-4000-8000-00000000c0c0', name: 'Carla', email: 'carla@example.com', phone: '+5491155550102', locale: 'en' },
   ],
 } as const;
 
@@ -18,6 +18,7 @@ export async function seedDemoDirectory(db: Db): Promise<void> {
       tenantId: DEMO.tenantId,
       name: u.name,
       email: u.email,
+      phone: 'phone' in u ? u.phone : null,
       locale: u.locale,
       timezone: 'America/Argentina/Buenos_Aires',
     });

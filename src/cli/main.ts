@@ -6,6 +6,7 @@ import { devCommand } from './commands/dev.ts';
 import { emitCommand } from './commands/emit.ts';
 import { migrateCommand } from './commands/migrate.ts';
 import { notifyCommand } from './commands/notify.ts';
+import { deliveriesCommand } from './commands/deliveries.ts';
 import { runsCommand } from './commands/runs.ts';
 import { startCommand } from './commands/start.ts';
 
@@ -32,6 +33,11 @@ Commands:
   runs [runId]             List workflow runs, or show one run's steps ($ADMIN_TOKEN).
       --state <s>          running | completed | failed | cancelled
       --workflow <name>    --limit <n>    --json    --cancel (with a run id)
+  deliveries [id]          Email, WhatsApp and webhook deliveries, or one with its attempts ($ADMIN_TOKEN).
+      --state <s>          queued | held | sending | sent | failed | dead (dead: the dead-letter list)
+      --channel <c>        email | whatsapp | webhook    --limit <n>    --json
+  deliveries redrive <id…> | --all   Send dead deliveries again.
+  outbox                   Messages captured by the dev outbox (no provider configured), as sent.
 
 Environment: DATABASE_URL (Postgres; otherwise PGlite in HERALD_DATA_DIR, default ./.herald),
 REQUEST_SIGNING_SECRET, JWT_SECRET, QSTASH_TOKEN, ADMIN_TOKEN, PORT (3000), HOST (127.0.0.1), HERALD_CONFIG,
@@ -114,6 +120,37 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
           workflow: values.workflow,
           limit: values.limit,
           cancel: values.cancel ?? false,
+          json: values.json ?? false,
+          url: values.url,
+        });
+      }
+      case 'deliveries':
+      case 'outbox': {
+        const { values, positionals } = parseArgs({
+          args: rest,
+          allowPositionals: true,
+          options: {
+            state: { type: 'string' },
+            channel: { type: 'string' },
+            limit: { type: 'string' },
+            all: { type: 'boolean' },
+            json: { type: 'boolean' },
+            url: { type: 'string' },
+          },
+        });
+        const redriving = command === 'deliveries' && positionals[0] === 'redrive';
+        const ids = redriving ? positionals.slice(1) : positionals;
+        if (!redriving && ids.length > 1) {
+          console.error('usage: herald deliveries [id] [--state <s>] [--channel <c>] [--limit <n>] [--json] | herald deliveries redrive <id…> | --all');
+          return 2;
+        }
+        return await deliveriesCommand(env, {
+          action: command === 'outbox' ? 'outbox' : redriving ? 'redrive' : ids.length ? 'show' : 'list',
+          ids,
+          all: values.all ?? false,
+          state: values.state,
+          channel: values.channel,
+          limit: values.limit,
           json: values.json ?? false,
           url: values.url,
         });

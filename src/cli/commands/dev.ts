@@ -72,6 +72,11 @@ export async function devCommand(env: NodeJS.ProcessEnv, opts: { qstashDev?: boo
     `Read ${reader.name}'s inbox (JWT valid 30 days):`,
     `  curl -sS ${url}/api/notifications -H 'authorization: Bearer ${token}'`,
     '',
+    settings.smtpUrl && settings.whatsapp
+      ? 'Email (SMTP_URL) and WhatsApp (Cloud API) are sent for real; the delivery log and dead letters:'
+      : 'Email and WhatsApp without a provider (SMTP_URL, WHATSAPP_TOKEN) land in the dev outbox:',
+    `  ${cliPrefix} outbox            ${cliPrefix} deliveries --state dead`,
+    '',
     'Workflows: list runs, then wake the ones waiting for an event (notify API, QSTASH_TOKEN):',
     `  ${cliPrefix} runs`,
     `  curl -sS -X POST ${url}/v2/notify/<eventId> -H 'authorization: Bearer ${settings.qstashToken}' --data '{"approved":true}'`,

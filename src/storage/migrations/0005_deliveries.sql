@@ -118,11 +118,21 @@ CREATE TABLE herald_quiet_hours (
   CHECK (starts <> ends)
 );
 
--- The end-user API changes preferences as herald_user, like the inbox: RLS keeps each user to
--- their own rows. ENABLE without FORCE: the engine (the tables' owner) reads everyone's.
+-- Every table keyed by user_id is under RLS with FORCE, like notifications: nothing reads it
+-- without a policy that says so. The end-user API changes preferences as herald_user, each user
+-- only their own rows. The engine (the role that ran this migration and owns the tables) reads
+-- and writes all of them through an explicit policy; herald_user has no grant and no policy on
+-- deliveries at all.
+ALTER TABLE herald_deliveries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE herald_deliveries FORCE ROW LEVEL SECURITY;
 ALTER TABLE herald_preferences ENABLE ROW LEVEL SECURITY;
+ALTER TABLE herald_preferences FORCE ROW LEVEL SECURITY;
 ALTER TABLE herald_quiet_hours ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON herald_preferences, herald_quiet_hours FROM PUBLIC;
+ALTER TABLE herald_quiet_hours FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON herald_deliveries, herald_preferences, herald_quiet_hours FROM PUBLIC;
+CREATE POLICY herald_deliveries_engine ON herald_deliveries FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true);
+CREATE POLICY herald_preferences_engine ON herald_preferences FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true);
+CREATE POLICY herald_quiet_hours_engine ON herald_quiet_hours FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true);
 GRANT SELECT, INSERT, UPDATE, DELETE ON herald_preferences, herald_quiet_hours TO herald_user;
 CREATE POLICY herald_preferences_own ON herald_preferences FOR ALL TO herald_user
   USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
