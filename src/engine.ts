@@ -2,7 +2,8 @@ import { deliveryHandler, type Providers } from './channels/deliver.ts';
 import { createProviders, unsubscribeLinks } from './channels/registry.ts';
 import type { Settings } from './config/settings.ts';
 import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
-import { EXPAND_EVENT_JOB, expandStoredEvent } from './intake/process-event.ts';
+import { EXPAND_EVENT_JOB, expandStoredEvent, expandStoredEvents } from './intake/process-event.ts';
+import { createEventWriter } from './intake/event-writer.ts';
 import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
 import { createWorker, transactional, type Worker, type WorkerOptions } from './jobs/worker.ts';
@@ -48,6 +49,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
     rules: deps.rules,
     workflowMode: settings.workflowMode,
     idempotencyTtlHours: settings.idempotencyTtlHours,
+    writer: createEventWriter(deps.db, { ttlHours: settings.idempotencyTtlHours, maxBatch: settings.emitBatchMax }),
   };
   const metrics = createMetrics(deps.db);
   const outbound = createOutboundFetch(settings.outboundAllowlist);
@@ -66,11 +68,15 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
         db: deps.db,
         log: deps.log,
         leaseMs: settings.jobLeaseMs,
+        batchSize: settings.jobBatchMax,
         pollMs: settings.jobPollMs,
         maintenanceMs: settings.maintenanceMs,
         maintenance: maintenanceTasks(settings),
         handlers: {
-          [EXPAND_EVENT_JOB]: transactional((tx, payload) => expandStoredEvent(tx, deps.rules, payload)),
+          [EXPAND_EVENT_JOB]: transactional(
+            (tx, payload) => expandStoredEvent(tx, deps.rules, payload),
+            (tx, payloads) => expandStoredEvents(tx, deps.rules, payloads),
+          ),
           [RUN_JOB.code]: workflowRunHandler({ db: deps.db, rules: deps.rules, log: deps.log, metrics, baseUrl }),
           [RUN_JOB.http]: httpDeliveryHandler({
             db: deps.db, log: deps.log, metrics, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,

@@ -77,7 +77,7 @@ export function barsReport(all: Summary[]): string {
     'Wake-ups (LISTEN/NOTIFY) cost ≤ 10 % of throughput, ≤ 1 NOTIFY per committed batch',
     cost !== undefined && cost <= 0.1 && (on?.extra.notifiesPerEvent ?? 1) < 1,
     cost !== undefined
-      ? `on ${fmt(ack(on))}/s vs off ${fmt(ack(off))}/s (${fmt(cost * 100)} % cost); ${fmt(on?.extra.notifiesPerEvent)} NOTIFYs per event (one per emit transaction)`
+      ? `on ${fmt(ack(on))}/s vs off ${fmt(ack(off))}/s (${fmt(cost * 100)} % cost); ${fmt(on?.extra.notifiesPerEvent)} NOTIFYs per event (at most one per group commit)`
       : 'not measured',
   );
   const f1 = find('herald notify fan-out', '1,000 ');

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine, type Engine } from '../../src/engine.ts';
-import { EXPAND_EVENT_JOB, expandStoredEvent } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB, expandStoredEvent, expandStoredEvents } from '../../src/intake/process-event.ts';
 import { transactional, type JobHandler, type Worker } from '../../src/jobs/worker.ts';
 import { silentLogger } from '../../src/log.ts';
 import { compileRules } from '../../src/rules/compile.ts';
@@ -96,6 +96,10 @@ export function trackedWorker(
       run: (payload, ctx) => {
         onExpandStart(String(payload.eventId));
         return expand.run(payload, ctx);
+      },
+      batch: (tx, payloads) => {
+        for (const p of payloads) onExpandStart(String(p.eventId));
+        return expandStoredEvents(tx, engine.rules, payloads);
       },
     },
     [RUN_JOB.code]: workflowRunHandler({ db: engine.db, rules: engine.rules, log: engine.log, metrics: engine.metrics, baseUrl: engine.baseUrl }),

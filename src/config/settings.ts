@@ -41,6 +41,8 @@ export const ENV = {
   whatsappVerifyToken: 'WHATSAPP_VERIFY_TOKEN',
   unsubscribeSecret: 'HERALD_UNSUBSCRIBE_SECRET',
   channelTimeoutMs: 'HERALD_CHANNEL_TIMEOUT_MS',
+  emitBatchMax: 'HERALD_EMIT_BATCH_MAX',
+  jobBatchMax: 'HERALD_JOB_BATCH_MAX',
 } as const;
 
 export interface Settings {
@@ -98,6 +100,10 @@ export interface Settings {
   unsubscribeSecret: Buffer | undefined;
   /** How long one email, WhatsApp or webhook request may take. */
   channelTimeoutMs: number;
+  /** Most events one group commit writes (workflow-mode emit). */
+  emitBatchMax: number;
+  /** Most event-expansion jobs a worker claims and commits together. */
+  jobBatchMax: number;
 }
 
 export class SettingsError extends Error {
@@ -261,6 +267,8 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     whatsappVerifyToken: env[ENV.whatsappVerifyToken] || undefined,
     unsubscribeSecret: unsubscribeSecret(env, jwt, signingSecrets),
     channelTimeoutMs: int(env, ENV.channelTimeoutMs, 30_000, 100, 600_000),
+    emitBatchMax: int(env, ENV.emitBatchMax, 1000, 1, 10_000),
+    jobBatchMax: int(env, ENV.jobBatchMax, 100, 1, 1000),
   };
   return Object.freeze(settings);
 }

@@ -9,6 +9,7 @@ import { insertEvent } from '../storage/queries/events.ts';
 import { completeKey, readKey, releaseKey, reserveKey } from '../storage/queries/idempotency.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
+import type { EventWriter } from './event-writer.ts';
 import { parseEmitBody } from './parse-body.ts';
 import { EXPAND_EVENT_JOB, processEvent } from './process-event.ts';
 
@@ -17,6 +18,8 @@ export interface IntakeDeps {
   rules: CompiledRules;
   workflowMode: boolean;
   idempotencyTtlHours: number;
+  /** Group-commits workflow-mode events (see event-writer.ts). */
+  writer: EventWriter;
 }
 
 export interface EmitRequest {
@@ -48,6 +51,7 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
 
   const key = req.idempotencyKey;
   const bodyHash = sha256(req.rawBody);
+  if (deps.workflowMode && !deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, type, ctx, key, bodyHash);
   if (key !== undefined) {
     if (!(await reserveKey(deps.db, key, bodyHash, deps.idempotencyTtlHours))) {
       return replayOrConflict(deps, key, bodyHash);
@@ -75,6 +79,34 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
     if (key !== undefined) await releaseKey(deps.db, key).catch(() => {});
     throw err;
   }
+}
+
+/**
+ * The common workflow-mode emit (no workflow subscribed to the type): the event, its key and its
+ * expansion job ride in the next group commit. The response is known before the write (the event
+ * id is ours), so the key is stored 'done' with it in the same statement; if the key was taken,
+ * nothing was written for this request and the stored response (or the conflict) is the answer.
+ */
+async function emitGrouped(
+  deps: IntakeDeps,
+  type: string,
+  ctx: Record<string, unknown>,
+  key: string | undefined,
+  bodyHash: string,
+): Promise<EmitOutcome> {
+  const eventId = uuidv7();
+  const body = { ok: true, workflow: 'queued', eventId };
+  const stored = await deps.writer.submit({
+    id: eventId,
+    type,
+    ctxJson: JSON.stringify(ctx),
+    tenantId: isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null,
+    key: key ?? null,
+    bodySha256: bodyHash,
+    responseJson: JSON.stringify(body),
+  });
+  if (stored) return { status: 200, body, replayed: false };
+  return replayOrConflict(deps, key!, bodyHash);
 }
 
 async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string): Promise<EmitOutcome> {

@@ -4,10 +4,12 @@ import type { CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Queryable } from '../storage/db.ts';
 import { deliveryJob, insertDeliveries } from '../storage/queries/deliveries.ts';
-import { getEvent, markEventProcessed } from '../storage/queries/events.ts';
+import { getEvent, getEvents, markEventProcessed, markEventsProcessed } from '../storage/queries/events.ts';
 import { enqueueJobs } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import { ruleFor } from '../rules/compile.ts';
+import { coalescingDirectory } from '../rules/coalescing-directory.ts';
+import { insertEventNotifications } from '../storage/queries/notifications.ts';
 
 /**
  * Expands an event into its effects and delivers them, inside the caller's transaction. Direct
@@ -40,4 +42,34 @@ export async function expandStoredEvent(tx: Queryable, rules: CompiledRules, pay
     throw new NonRetriableError(`no rule for event type "${event.type}" (was it removed from the config?)`);
   }
   await processEvent(tx, rules, { id: event.id, type: event.type, ctx: event.ctx });
+}
+
+/**
+ * Many `event.expand` jobs in one transaction (the worker's batch path): the events are read in
+ * one query, planned together against a coalescing directory, and their inbox rows, deliveries and
+ * "processed" marks written with a few set-based statements. Anything unusual (a missing event, an
+ * unknown type) throws, and the worker then runs the batch's jobs one by one, where each gets its
+ * own error, retry and failure record.
+ */
+export async function expandStoredEvents(tx: Queryable, rules: CompiledRules, payloads: Record<string, unknown>[]): Promise<void> {
+  const ids = payloads.map((p) => p.eventId);
+  if (!ids.every((id): id is string => typeof id === 'string')) throw new NonRetriableError('event.expand job without an eventId');
+  const found = await getEvents(tx, ids);
+  if (found.length !== new Set(ids).size) throw new NonRetriableError('an event of this batch no longer exists');
+  const events = found.filter((e) => !e.processed_at);
+  if (events.length === 0) return;
+  const compiled = events.map((e) => ruleFor(rules, e.type));
+  const directory = coalescingDirectory(directoryOn(tx));
+  // allSettled: no plan may still be using the transaction when a failure rolls it back.
+  const settled = await Promise.allSettled(events.map((e, i) => planEvent(rules, compiled[i]!, e.id, e.ctx, directory)));
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  const plans = settled.map((s) => (s as PromiseFulfilledResult<Plan>).value);
+  const inserted = await insertEventNotifications(tx, plans.map((p) => ({ eventId: p.eventId, rows: p.inApp })));
+  const created = [];
+  for (const [i, plan] of plans.entries()) {
+    if (plan.deliveries.length) created.push(...(await insertDeliveries(tx, events[i]!, plan.deliveries, rules.delivery.maxAttempts)));
+  }
+  await enqueueJobs(tx, created.map(deliveryJob));
+  await markEventsProcessed(tx, inserted);
 }

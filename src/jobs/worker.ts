@@ -5,6 +5,8 @@ import type { Db, Queryable } from '../storage/db.ts';
 import {
   claimJobs,
   completeJob,
+  completeJobs,
+  holdLeases,
   deferJob,
   extendLeases,
   failJob,
@@ -33,19 +35,31 @@ export interface JobHandler {
   run(payload: Record<string, unknown>, ctx: JobContext): Promise<void>;
   /** Runs in the transaction that marks the job failed for good (e.g. to fail its workflow run). */
   onFailed?(tx: Queryable, payload: Record<string, unknown>, error: Error): Promise<void>;
+  /**
+   * Optional batch form of a transactional handler: many jobs of this kind claimed together, all
+   * their work in one transaction that also completes them. If it throws, the worker runs each of
+   * those jobs alone through `run`, so a bad job fails on its own.
+   */
+  batch?(tx: Queryable, payloads: Record<string, unknown>[]): Promise<void>;
 }
 
 /** The common case: all of the job's work in one transaction that also completes the job. */
-export const transactional = (fn: (tx: Queryable, payload: Record<string, unknown>) => Promise<void>): JobHandler => ({
+export const transactional = (
+  fn: (tx: Queryable, payload: Record<string, unknown>) => Promise<void>,
+  batch?: (tx: Queryable, payloads: Record<string, unknown>[]) => Promise<void>,
+): JobHandler => ({
   run: (payload, ctx) => ctx.commit((tx) => fn(tx, payload), { complete: true }),
+  ...(batch ? { batch } : {}),
 });
 
 export interface WorkerOptions {
   db: Db;
   handlers: Record<string, JobHandler>;
   log: Logger;
-  /** Jobs processed at once by this worker. */
+  /** Jobs processed at once by this worker (a batch counts as one). */
   concurrency?: number;
+  /** Most jobs of a batchable kind claimed and committed together. */
+  batchSize?: number;
   leaseMs: number;
   pollMs: number;
   maintenanceMs: number;
@@ -67,7 +81,14 @@ export interface Worker {
 export function createWorker(opts: WorkerOptions): Worker {
   const id = `w-${process.pid}-${randomBytes(4).toString('hex')}`;
   const concurrency = opts.concurrency ?? 8;
+  const batchSize = opts.batchSize ?? 100;
+  const batchKinds = Object.keys(opts.handlers).filter((k) => opts.handlers[k]!.batch);
+  // Two batches at once keep two connections (both cores of a small box) busy.
+  const maxBatches = Math.min(2, concurrency);
+  /** Leases held (for the heartbeat): every claimed job, alone or in a batch. */
   const inflight = new Map<number, Promise<void>>();
+  let slots = 0;
+  let batches = 0;
   let running = false;
   let looping = false;
   let wakeAgain = false;
@@ -133,6 +154,41 @@ export function createWorker(opts: WorkerOptions): Worker {
     }
   }
 
+  async function runBatch(kind: string, jobs: ClaimedJob[]): Promise<void> {
+    const handler = opts.handlers[kind]!;
+    const fresh = jobs.filter((j) => j.attempts <= j.max_attempts);
+    try {
+      const held = await opts.db.transaction(async (tx) => {
+        const held = await holdLeases(tx, fresh, id);
+        const mine = fresh.filter((j) => held.has(j.id));
+        if (mine.length) await handler.batch!(tx, mine.map((j) => j.payload));
+        await completeJobs(tx, [...held]);
+        return held;
+      });
+      for (const job of fresh) {
+        if (!held.has(job.id)) log.warn({ jobId: job.id, kind }, 'lease lost; another worker owns the job now');
+        opts.onSettled?.(job, held.has(job.id) ? 'completed' : 'lease-lost');
+      }
+    } catch (err) {
+      log.warn({ kind, jobs: fresh.length, err: coerceError(err).message }, 'batch failed; running its jobs one by one');
+      for (const job of fresh) await runJob(job);
+    }
+    // Out of attempts (their earlier leases expired): the one-by-one path fails them for good.
+    for (const job of jobs.filter((j) => j.attempts > j.max_attempts)) await runJob(job);
+  }
+
+  function launch(jobs: ClaimedJob[], work: Promise<void>, batch: boolean): void {
+    slots++;
+    if (batch) batches++;
+    const done = work.finally(() => {
+      slots--;
+      if (batch) batches--;
+      for (const j of jobs) inflight.delete(j.id);
+      if (running) void loop();
+    });
+    for (const j of jobs) inflight.set(j.id, done);
+  }
+
   async function loop(): Promise<void> {
     if (looping) {
       wakeAgain = true;
@@ -142,16 +198,22 @@ export function createWorker(opts: WorkerOptions): Worker {
     try {
       do {
         wakeAgain = false;
-        while (running && inflight.size < concurrency) {
-          const jobs = await claimJobs(opts.db, id, concurrency - inflight.size, opts.leaseMs);
-          for (const job of jobs) {
-            const p = runJob(job).finally(() => {
-              inflight.delete(job.id);
-              if (running) void loop();
-            });
-            inflight.set(job.id, p);
+        while (running && slots < concurrency) {
+          let claimed = 0;
+          if (batchKinds.length && batches < maxBatches) {
+            const jobs = await claimJobs(opts.db, id, batchSize, opts.leaseMs, { only: batchKinds });
+            for (const kind of batchKinds) {
+              const mine = jobs.filter((j) => j.kind === kind);
+              if (mine.length) launch(mine, runBatch(kind, mine), true);
+            }
+            claimed += jobs.length;
           }
-          if (jobs.length === 0) break;
+          if (running && slots < concurrency) {
+            const jobs = await claimJobs(opts.db, id, concurrency - slots, opts.leaseMs, { except: batchKinds });
+            for (const job of jobs) launch([job], runJob(job), false);
+            claimed += jobs.length;
+          }
+          if (claimed === 0) break;
         }
       } while (wakeAgain && running);
     } catch (err) {

@@ -1,4 +1,6 @@
 import type { Queryable } from '../db.ts';
+import { keyTakeover } from './idempotency.ts';
+import { JOBS_CHANNEL } from './jobs.ts';
 
 export interface EventRow {
   id: string;
@@ -27,6 +29,81 @@ export async function getEvent(db: Queryable, id: string): Promise<EventRow | un
   ).rows[0];
 }
 
+export async function getEvents(db: Queryable, ids: string[]): Promise<EventRow[]> {
+  return (
+    await db.query<EventRow>(`SELECT id, type, ctx, tenant_id, processed_at FROM herald_events WHERE id = ANY($1::uuid[])`, [ids])
+  ).rows;
+}
+
+/** Marks many events processed, each with its number of in-app rows, in one statement. */
+export async function markEventsProcessed(db: Queryable, inserted: Map<string, number>): Promise<void> {
+  await db.query(
+    `UPDATE herald_events e SET processed_at = now(), inserted = t.n
+     FROM unnest($1::uuid[], $2::int[]) AS t(id, n) WHERE e.id = t.id`,
+    [[...inserted.keys()], [...inserted.values()]],
+  );
+}
+
 export async function markEventProcessed(db: Queryable, id: string, inserted: number): Promise<void> {
   await db.query(`UPDATE herald_events SET processed_at = now(), inserted = $2 WHERE id = $1`, [id, inserted]);
+}
+
+/** A workflow-mode event ready to store, with its idempotency key and the response to keep for it. */
+export interface IncomingEvent {
+  id: string;
+  type: string;
+  ctxJson: string;
+  tenantId: string | null;
+  key: string | null;
+  bodySha256: string;
+  responseJson: string;
+}
+
+/**
+ * The group-commit writer's statement: many events, their idempotency keys (stored 'done' with the
+ * response, since the response is known up front) and their expansion jobs, with at most one
+ * wake-up, in one statement and so one transaction. An event whose key is already taken (a
+ * duplicate, or one in flight) is not stored. Returns the ids of the events that were.
+ * Items must not share a key (the caller keeps duplicates for the next statement).
+ */
+export async function insertWorkflowEvents(
+  db: Queryable,
+  events: IncomingEvent[],
+  opts: { jobKind: string; ttlHours: number },
+): Promise<Set<string>> {
+  const { rows } = await db.query<{ ids: string[] | null }>(
+    `WITH input AS (
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
+         AS t(id, type, ctx, tenant_id, key, body_sha256, response)),
+     keys AS (
+       INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state, status, response)
+       SELECT key, body_sha256, 'done', 200, response::json FROM input WHERE key IS NOT NULL
+       ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'done', status = 200,
+         response = EXCLUDED.response, created_at = now()
+       WHERE ${keyTakeover('$8')}
+       RETURNING key),
+     events AS (
+       INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
+       SELECT id, type, ctx::jsonb, tenant_id, 'workflow' FROM input
+       WHERE key IS NULL OR key IN (SELECT key FROM keys)
+       RETURNING id),
+     jobs AS (
+       INSERT INTO herald_jobs (kind, payload)
+       SELECT $9, jsonb_build_object('eventId', id) FROM events
+       RETURNING 1)
+     SELECT (SELECT array_agg(id::text) FROM events) AS ids,
+            (SELECT pg_notify('${JOBS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM jobs)) AS woke`,
+    [
+      events.map((e) => e.id),
+      events.map((e) => e.type),
+      events.map((e) => e.ctxJson),
+      events.map((e) => e.tenantId),
+      events.map((e) => e.key),
+      events.map((e) => e.bodySha256),
+      events.map((e) => e.responseJson),
+      opts.ttlHours,
+      opts.jobKind,
+    ],
+  );
+  return new Set(rows[0]?.ids ?? []);
 }

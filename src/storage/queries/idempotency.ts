@@ -7,8 +7,13 @@ export interface IdempotencyRow {
   response: unknown;
 }
 
-/** A pending key older than this belongs to a request that died; a retry may take it over. */
-const ABANDONED_AFTER = `interval '60 seconds'`;
+/**
+ * When an existing key (alias k) may be taken over by a new request: it expired ($ttlHours), or it
+ * is a pending key older than 60 s, whose request died.
+ */
+export const keyTakeover = (ttlHoursParam: string) =>
+  `k.created_at < now() - make_interval(hours => ${ttlHoursParam}::int)
+   OR (k.state = 'pending' AND k.created_at < now() - interval '60 seconds')`;
 
 /** Claims a key for this request. Also takes over keys that expired or were abandoned. */
 export async function reserveKey(db: Queryable, key: string, bodySha256: string, ttlHours: number): Promise<boolean> {
@@ -16,8 +21,7 @@ export async function reserveKey(db: Queryable, key: string, bodySha256: string,
     `INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state) VALUES ($1, $2, 'pending')
      ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'pending',
        status = NULL, response = NULL, created_at = now()
-     WHERE k.created_at < now() - make_interval(hours => $3::int)
-        OR (k.state = 'pending' AND k.created_at < now() - ${ABANDONED_AFTER})`,
+     WHERE ${keyTakeover('$3')}`,
     [key, bodySha256, ttlHours],
   );
   return rowCount === 1;

@@ -68,15 +68,28 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
   );
 }
 
+/** Which kinds a claim may take: only these, or all but these. */
+export type KindFilter = { only: string[] } | { except: string[] };
+
 /**
  * Claims up to `limit` due jobs. SKIP LOCKED lets many workers claim concurrently without waiting
  * on each other; a job whose key is already running waits for that one to finish.
  */
-export async function claimJobs(db: Queryable, workerId: string, limit: number, leaseMs: number): Promise<ClaimedJob[]> {
+export async function claimJobs(
+  db: Queryable,
+  workerId: string,
+  limit: number,
+  leaseMs: number,
+  kinds?: KindFilter,
+): Promise<ClaimedJob[]> {
+  const only = kinds && 'only' in kinds ? kinds.only : null;
+  const except = kinds && 'except' in kinds ? kinds.except : null;
   const { rows } = await db.query<ClaimedJob>(
     `WITH due AS (
        SELECT j.id FROM herald_jobs j
        WHERE j.state = 'queued' AND j.run_at <= now()
+         AND ($4::text[] IS NULL OR j.kind = ANY($4::text[]))
+         AND ($5::text[] IS NULL OR j.kind <> ALL($5::text[]))
          AND (j.key IS NULL OR NOT EXISTS (
            SELECT 1 FROM herald_jobs r WHERE r.key = j.key AND r.state = 'running'))
        ORDER BY j.run_at, j.id
@@ -87,9 +100,30 @@ export async function claimJobs(db: Queryable, workerId: string, limit: number, 
          locked_until = now() + make_interval(secs => $3::double precision / 1000)
      FROM due WHERE j.id = due.id
      RETURNING j.id, j.kind, j.key, j.payload, j.attempts, j.max_attempts`,
-    [workerId, limit, leaseMs],
+    [workerId, limit, leaseMs, only, except],
   );
   return rows;
+}
+
+/**
+ * The batch form of holdsLease: locks the jobs this worker still holds (same attempt) and returns
+ * their ids; a job missing from the answer lost its lease to another worker.
+ */
+export async function holdLeases(tx: Queryable, jobs: ClaimedJob[], workerId: string): Promise<Set<number>> {
+  const { rows } = await tx.query<{ id: string | number }>(
+    `SELECT j.id FROM herald_jobs j JOIN unnest($1::bigint[], $2::int[]) AS t(id, attempts)
+       ON j.id = t.id AND j.attempts = t.attempts
+     WHERE j.locked_by = $3 AND j.state = 'running'
+     ORDER BY j.id
+     FOR UPDATE OF j`,
+    [jobs.map((j) => j.id), jobs.map((j) => j.attempts), workerId],
+  );
+  return new Set(rows.map((r) => Number(r.id)));
+}
+
+/** Deletes finished jobs whose leases this transaction holds (see holdLeases). */
+export async function completeJobs(tx: Queryable, ids: number[]): Promise<void> {
+  if (ids.length) await tx.query(`DELETE FROM herald_jobs WHERE id = ANY($1::bigint[])`, [ids]);
 }
 
 const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;

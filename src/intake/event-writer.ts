@@ -1,0 +1,24 @@
+import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts';
+import type { Db } from '../storage/db.ts';
+import { insertWorkflowEvents, type IncomingEvent } from '../storage/queries/events.ts';
+import { EXPAND_EVENT_JOB } from './process-event.ts';
+
+/** Resolves true when the event was stored, false when its idempotency key was already taken. */
+export type EventWriter = GroupCommit<IncomingEvent, boolean>;
+
+/**
+ * Workflow mode's hot path: concurrent emits are group-committed, many events (with their keys and
+ * expansion jobs) per statement. Two writers on a Postgres server keep both of its cores busy;
+ * PGlite has a single connection, so one.
+ */
+export function createEventWriter(db: Db, opts: { ttlHours: number; maxBatch: number }): EventWriter {
+  return createGroupCommit<IncomingEvent, boolean>({
+    maxBatch: opts.maxBatch,
+    writers: db.kind === 'pglite' ? 1 : 2,
+    conflictKey: (e) => e.key ?? undefined,
+    async flush(events) {
+      const stored = await insertWorkflowEvents(db, events, { jobKind: EXPAND_EVENT_JOB, ttlHours: opts.ttlHours });
+      return events.map((e) => stored.has(e.id));
+    },
+  });
+}
