@@ -2,11 +2,11 @@ import { deliveryHandler, type Providers } from './channels/deliver.ts';
 import { createProviders, unsubscribeLinks } from './channels/registry.ts';
 import type { Settings } from './config/settings.ts';
 import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
-import { EXPAND_EVENT_JOB, expandStoredEvent, expandStoredEvents } from './intake/process-event.ts';
+import { EXPAND_EVENT_JOB, expandEventsHandler } from './intake/process-event.ts';
 import { createEventWriter } from './intake/event-writer.ts';
 import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
-import { createWorker, transactional, type Worker, type WorkerOptions } from './jobs/worker.ts';
+import { createWorker, type Worker, type WorkerOptions } from './jobs/worker.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createOutboundFetch } from './outbound/guard.ts';
@@ -73,10 +73,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
         maintenanceMs: settings.maintenanceMs,
         maintenance: maintenanceTasks(settings),
         handlers: {
-          [EXPAND_EVENT_JOB]: transactional(
-            (tx, payload) => expandStoredEvent(tx, deps.rules, payload),
-            (tx, payloads) => expandStoredEvents(tx, deps.rules, payloads),
-          ),
+          [EXPAND_EVENT_JOB]: expandEventsHandler(deps.rules),
           [RUN_JOB.code]: workflowRunHandler({ db: deps.db, rules: deps.rules, log: deps.log, metrics, baseUrl }),
           [RUN_JOB.http]: httpDeliveryHandler({
             db: deps.db, log: deps.log, metrics, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,

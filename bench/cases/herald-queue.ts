@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { EXPAND_EVENT_JOB } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB, eventIdsOf } from '../../src/intake/process-event.ts';
 import type { Db, Queryable } from '../../src/storage/db.ts';
 import { Tracker } from '../lib/drive.ts';
 import { openHerald, pingBody, resetHerald, trackedWorker, type BenchHerald } from '../lib/herald.ts';
@@ -41,7 +41,7 @@ export async function heraldSubject(
     rewrites: () => rewrites,
     async startWorker() {
       worker = trackedWorker(herald.engine, tracker.onStart, (job, outcome) => {
-        if (job.kind === EXPAND_EVENT_JOB && outcome === 'completed') rowAt.set(String(job.payload.eventId), now());
+        if (job.kind === EXPAND_EVENT_JOB && outcome === 'completed') for (const id of eventIdsOf(job.payload)) rowAt.set(id, now());
       });
       await worker.start();
     },

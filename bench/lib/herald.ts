@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine, type Engine } from '../../src/engine.ts';
-import { EXPAND_EVENT_JOB, expandStoredEvent, expandStoredEvents } from '../../src/intake/process-event.ts';
-import { transactional, type JobHandler, type Worker } from '../../src/jobs/worker.ts';
+import { EXPAND_EVENT_JOB, eventIdsOf, expandEventsHandler } from '../../src/intake/process-event.ts';
+import type { JobHandler, Worker } from '../../src/jobs/worker.ts';
 import { silentLogger } from '../../src/log.ts';
 import { compileRules } from '../../src/rules/compile.ts';
 import { workflow } from '../../src/rules/define.ts';
@@ -90,16 +90,16 @@ export function trackedWorker(
   onExpandStart: (eventId: string) => void,
   onSettled?: (job: { kind: string; payload: Record<string, unknown> }, outcome: string) => void,
 ): Worker {
-  const expand = transactional((tx, payload) => expandStoredEvent(tx, engine.rules, payload));
+  const expand = expandEventsHandler(engine.rules);
   const handlers: Record<string, JobHandler> = {
     [EXPAND_EVENT_JOB]: {
       run: (payload, ctx) => {
-        onExpandStart(String(payload.eventId));
+        for (const id of eventIdsOf(payload)) onExpandStart(id);
         return expand.run(payload, ctx);
       },
       batch: (tx, payloads) => {
-        for (const p of payloads) onExpandStart(String(p.eventId));
-        return expandStoredEvents(tx, engine.rules, payloads);
+        for (const id of payloads.flatMap(eventIdsOf)) onExpandStart(id);
+        return expand.batch!(tx, payloads);
       },
     },
     [RUN_JOB.code]: workflowRunHandler({ db: engine.db, rules: engine.rules, log: engine.log, metrics: engine.metrics, baseUrl: engine.baseUrl }),

@@ -82,8 +82,8 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
 }
 
 /**
- * The common workflow-mode emit (no workflow subscribed to the type): the event, its key and its
- * expansion job ride in the next group commit. The response is known before the write (the event
+ * The common workflow-mode emit (no workflow subscribed to the type): the event and its key ride in
+ * the next group commit, whose events share one expansion job. The response is known before the write (the event
  * id is ours), so the key is stored 'done' with it in the same statement; if the key was taken,
  * nothing was written for this request and the stored response (or the conflict) is the answer.
  */
@@ -99,11 +99,11 @@ async function emitGrouped(
   const stored = await deps.writer.submit({
     id: eventId,
     type,
-    ctxJson: JSON.stringify(ctx),
+    ctx,
     tenantId: isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null,
     key: key ?? null,
     bodySha256: bodyHash,
-    responseJson: JSON.stringify(body),
+    response: body,
   });
   if (stored) return { status: 200, body, replayed: false };
   return replayOrConflict(deps, key!, bodyHash);

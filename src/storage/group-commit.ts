@@ -5,8 +5,9 @@
  * flush that carried its item committed, so acknowledging it is as durable as a transaction of
  * its own — but at a fraction of the round trips and fsyncs (see docs/BENCHMARKS.md).
  *
- * There is no timer: a flush starts as soon as a writer slot is free, so an idle system adds no
- * latency and a busy one batches exactly as much as arrived during the previous flush.
+ * There is no timer: a flush starts at the end of the event-loop turn in which items arrived, as
+ * soon as a writer slot is free, so an idle system adds no latency and a busy one batches exactly
+ * as much as arrived during the previous flush.
  */
 export interface GroupCommitOptions<T, R> {
   /** Writes a batch and returns one result per item, in order. Must be all-or-nothing. */
@@ -37,6 +38,7 @@ interface Waiting<T, R> {
 export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCommit<T, R> {
   let queue: Waiting<T, R>[] = [];
   let inFlight = 0;
+  let scheduled = false;
 
   function take(): Waiting<T, R>[] {
     if (!opts.conflictKey) {
@@ -86,7 +88,16 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     submit(item) {
       return new Promise<R>((resolve, reject) => {
         queue.push({ item, resolve, reject });
-        pump();
+        // Start the flush at the end of this turn of the event loop, not now: callers woken by
+        // the previous flush's acknowledgement submit their next items in this same turn, and
+        // they should share one flush rather than the first one leaving alone.
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(() => {
+            scheduled = false;
+            pump();
+          });
+        }
       });
     },
     get queued() {

@@ -65,7 +65,7 @@ describe('emit: path and responses in both modes', () => {
     assert.equal('inserted' in body, false);
     const { rows } = await h.db.query<{ n: number; j: number }>(
       `SELECT (SELECT count(*) FROM notifications WHERE tenant_id = $1)::int AS n,
-              (SELECT count(*) FROM herald_jobs WHERE payload->>'eventId' = $2)::int AS j`,
+              (SELECT count(*) FROM herald_jobs WHERE payload->'eventIds' ? $2)::int AS j`,
       [tenantId, body.eventId],
     );
     assert.deepEqual(rows[0], { n: 0, j: 1 }, 'the event and its job are committed, nothing delivered yet');

@@ -52,19 +52,20 @@ export async function markEventProcessed(db: Queryable, id: string, inserted: nu
 export interface IncomingEvent {
   id: string;
   type: string;
-  ctxJson: string;
+  ctx: Record<string, unknown>;
   tenantId: string | null;
   key: string | null;
   bodySha256: string;
-  responseJson: string;
+  response: Record<string, unknown>;
 }
 
 /**
  * The group-commit writer's statement: many events, their idempotency keys (stored 'done' with the
- * response, since the response is known up front) and their expansion jobs, with at most one
- * wake-up, in one statement and so one transaction. An event whose key is already taken (a
- * duplicate, or one in flight) is not stored. Returns the ids of the events that were.
- * Items must not share a key (the caller keeps duplicates for the next statement).
+ * response, since the response is known up front) and one expansion job for all of them, with at
+ * most one wake-up, in one statement and so one transaction. An event whose key is already taken
+ * (a duplicate, or one in flight) is not stored. Returns the ids of the events that were.
+ * Items must not share a key (the caller keeps duplicates for the next statement). The rows
+ * travel as one JSON document: cheaper to build in Node than seven parallel arrays.
  */
 export async function insertWorkflowEvents(
   db: Queryable,
@@ -73,37 +74,27 @@ export async function insertWorkflowEvents(
 ): Promise<Set<string>> {
   const { rows } = await db.query<{ ids: string[] | null }>(
     `WITH input AS (
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
-         AS t(id, type, ctx, tenant_id, key, body_sha256, response)),
+       SELECT * FROM json_to_recordset($1::json)
+         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text, response json)),
      keys AS (
        INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state, status, response)
-       SELECT key, body_sha256, 'done', 200, response::json FROM input WHERE key IS NOT NULL
+       SELECT key, "bodySha256", 'done', 200, response FROM input WHERE key IS NOT NULL
        ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'done', status = 200,
          response = EXCLUDED.response, created_at = now()
-       WHERE ${keyTakeover('$8')}
+       WHERE ${keyTakeover('$2')}
        RETURNING key),
      events AS (
        INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
-       SELECT id, type, ctx::jsonb, tenant_id, 'workflow' FROM input
+       SELECT id, type, ctx, "tenantId", 'workflow' FROM input
        WHERE key IS NULL OR key IN (SELECT key FROM keys)
        RETURNING id),
-     jobs AS (
+     job AS (
        INSERT INTO herald_jobs (kind, payload)
-       SELECT $9, jsonb_build_object('eventId', id) FROM events
+       SELECT $3, jsonb_build_object('eventIds', jsonb_agg(id)) FROM events HAVING count(*) > 0
        RETURNING 1)
      SELECT (SELECT array_agg(id::text) FROM events) AS ids,
-            (SELECT pg_notify('${JOBS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM jobs)) AS woke`,
-    [
-      events.map((e) => e.id),
-      events.map((e) => e.type),
-      events.map((e) => e.ctxJson),
-      events.map((e) => e.tenantId),
-      events.map((e) => e.key),
-      events.map((e) => e.bodySha256),
-      events.map((e) => e.responseJson),
-      opts.ttlHours,
-      opts.jobKind,
-    ],
+            (SELECT pg_notify('${JOBS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM job)) AS woke`,
+    [JSON.stringify(events), opts.ttlHours, opts.jobKind],
   );
   return new Set(rows[0]?.ids ?? []);
 }
