@@ -189,12 +189,20 @@ export function createWorker(opts: WorkerOptions): Worker {
     for (const j of jobs) inflight.set(j.id, done);
   }
 
-  async function loop(): Promise<void> {
+  /** The claim loop in progress, if any: stop() waits for it, so no job starts unobserved. */
+  let claiming: Promise<void> | undefined;
+
+  function loop(): Promise<void> {
     if (looping) {
       wakeAgain = true;
-      return;
+      return claiming ?? Promise.resolve();
     }
     looping = true;
+    claiming = claimLoop();
+    return claiming;
+  }
+
+  async function claimLoop(): Promise<void> {
     try {
       do {
         wakeAgain = false;
@@ -220,6 +228,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       log.error({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the next poll');
     } finally {
       looping = false;
+      claiming = undefined;
     }
   }
 
@@ -245,6 +254,8 @@ export function createWorker(opts: WorkerOptions): Worker {
       for (const t of timers) clearInterval(t);
       timers.length = 0;
       await unlisten?.();
+      // A claim already in flight may still start jobs: let it finish, then wait for all of them.
+      await claiming?.catch(() => {});
       const all = Promise.allSettled([...inflight.values(), maintenance.idle()]);
       await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
     },

@@ -193,3 +193,40 @@ describe('webhooks', () => {
     }
   });
 });
+
+describe('per-host rate limit', () => {
+  let rx: Awaited<ReturnType<typeof startReceiver>>;
+  let h: ChannelHerald;
+  before(async () => {
+    rx = await startReceiver();
+    h = await createChannelHerald({ ...config, delivery: { perHost: '2/1h' } }, { OUTBOUND_ALLOWLIST: `127.0.0.1:${rx.port}` });
+  });
+  after(async () => {
+    await h?.close();
+    await rx?.close();
+  });
+
+  test('beyond N requests per period to one host, a delivery waits for a free slot: not sent, not dropped, no attempt spent', async () => {
+    const res = await h.admin('/api/webhook-endpoints', {
+      method: 'POST',
+      body: JSON.stringify({ url: `http://127.0.0.1:${rx.port}/hooks/rate`, eventTypes: ['order.shipped'], tenantId: TENANT }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await h.deliveriesOf(await h.emit('order.shipped', { tenantId: TENANT, orderId: `r-${i}` })))[0]!.id);
+    const rows = await eventually(async () => {
+      const r = (await h.db.query<{ state: string; held_reason: string | null; next_attempt_at: Date | null; attempts: number }>(
+        `SELECT state, held_reason, next_attempt_at, attempts FROM herald_deliveries WHERE id = ANY($1::uuid[])`,
+        [ids],
+      )).rows;
+      return r.filter((x) => x.state === 'sent').length === 2 && r.some((x) => x.held_reason) ? r : undefined;
+    });
+    assert.equal(rx.hits.filter((x) => x.path === '/hooks/rate').length, 2, 'the host got exactly two requests');
+    const waiting = rows.find((x) => x.state !== 'sent')!;
+    assert.equal(waiting.state, 'queued');
+    assert.equal(waiting.held_reason, `rate limit 2/1h per host 127.0.0.1:${rx.port}`);
+    assert.equal(waiting.attempts, 0, 'waiting for a slot spends no attempt');
+    const inMs = waiting.next_attempt_at!.getTime() - Date.now();
+    assert.ok(inMs > 3_500_000 && inMs <= 3_600_100, `next try when the oldest request ages out (in ${inMs} ms)`);
+  });
+});
