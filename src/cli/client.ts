@@ -1,5 +1,5 @@
 import type { Settings } from '../config/settings.ts';
-import { ENV } from '../config/settings.ts';
+import { ENV, resolveSettings } from '../config/settings.ts';
 import { readDevSecrets, type DevSecrets } from './dev-secrets.ts';
 
 /** Where a CLI command finds the running herald: --url, then $HERALD_URL, then 127.0.0.1:$PORT. */
@@ -49,3 +49,29 @@ export function printBody(f: { res: Response; text: string; json: unknown }): vo
 
 export const missingToken = (envName: string, settings: Readonly<Settings>) =>
   `no token: set ${envName}, or run from the directory where \`herald dev\` keeps ${settings.dataDir}`;
+
+/**
+ * Where and how an admin command talks to herald: the server's base URL and the bearer header of
+ * ADMIN_TOKEN (or `herald dev`'s). Undefined, after saying why, when there is no token.
+ */
+export async function adminConnection(
+  env: NodeJS.ProcessEnv,
+  url: string | undefined,
+): Promise<{ base: string; headers: Record<string, string> } | undefined> {
+  const settings = resolveSettings(env);
+  const token = await tokenFor(env, settings, ENV.adminToken, 'adminToken');
+  if (!token) {
+    console.error(missingToken(ENV.adminToken, settings));
+    return undefined;
+  }
+  return { base: serverUrl(env, settings, url), headers: { authorization: `Bearer ${token}` } };
+}
+
+/** Rows as left-aligned columns (the first row is the header). */
+export function textTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+/** An ISO timestamp as `2026-11-23 10:00:00Z`, or '' when absent. */
+export const shortTime = (iso: string | null | undefined) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '');

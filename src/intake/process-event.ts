@@ -5,12 +5,11 @@ import type { CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Queryable } from '../storage/db.ts';
 import { deliveryJob, insertDeliveries } from '../storage/queries/deliveries.ts';
-import { getEvent, getEvents, markEventProcessed, markEventsProcessed } from '../storage/queries/events.ts';
+import { getEvent, getEvents, markEventsProcessed } from '../storage/queries/events.ts';
 import { enqueueJobs } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import { ruleFor } from '../rules/compile.ts';
 import { coalescingDirectory } from '../rules/coalescing-directory.ts';
-import { insertEventNotifications } from '../storage/queries/notifications.ts';
 
 /**
  * Expands an event into its effects and delivers them, inside the caller's transaction. Direct
@@ -22,12 +21,28 @@ export async function processEvent(
   event: { id: string; type: string; ctx: Record<string, unknown> },
 ): Promise<{ plan: Plan; inserted: number; deliveries: number }> {
   const plan = await planEvent(rules, ruleFor(rules, event.type), event.id, event.ctx, directoryOn(tx));
-  const inserted = await deliverInApp(tx, plan);
-  // Email, WhatsApp and webhook deliveries commit with the inbox rows; their sends are jobs.
-  const created = await insertDeliveries(tx, event, plan.deliveries, rules.delivery.maxAttempts);
+  const { inserted, deliveries } = await commitEffects(tx, rules, [{ event, plan }]);
+  return { plan, inserted: inserted.get(event.id) ?? 0, deliveries };
+}
+
+/**
+ * Writes the planned effects of one or more events in the caller's transaction: their inbox rows
+ * (one statement), their email, WhatsApp and webhook deliveries with a send job each, and their
+ * "processed" marks (one statement).
+ */
+async function commitEffects(
+  tx: Queryable,
+  rules: CompiledRules,
+  planned: { event: { id: string; type: string }; plan: Plan }[],
+): Promise<{ inserted: Map<string, number>; deliveries: number }> {
+  const inserted = await deliverInApp(tx, planned.map((p) => p.plan));
+  const created = [];
+  for (const { event, plan } of planned) {
+    created.push(...(await insertDeliveries(tx, event, plan.deliveries, rules.delivery.maxAttempts)));
+  }
   await enqueueJobs(tx, created.map(deliveryJob));
-  await markEventProcessed(tx, event.id, inserted);
-  return { plan, inserted, deliveries: created.length };
+  await markEventsProcessed(tx, inserted);
+  return { inserted, deliveries: created.length };
 }
 
 export const EXPAND_EVENT_JOB = 'event.expand';
@@ -103,11 +118,5 @@ export async function expandStoredEvents(tx: Queryable, rules: CompiledRules, pa
   const failed = settled.find((s) => s.status === 'rejected');
   if (failed) throw failed.reason;
   const plans = settled.map((s) => (s as PromiseFulfilledResult<Plan>).value);
-  const inserted = await insertEventNotifications(tx, plans.map((p) => ({ eventId: p.eventId, rows: p.inApp })));
-  const created = [];
-  for (const [i, plan] of plans.entries()) {
-    if (plan.deliveries.length) created.push(...(await insertDeliveries(tx, events[i]!, plan.deliveries, rules.delivery.maxAttempts)));
-  }
-  await enqueueJobs(tx, created.map(deliveryJob));
-  await markEventsProcessed(tx, inserted);
+  await commitEffects(tx, rules, plans.map((plan, i) => ({ event: events[i]!, plan })));
 }

@@ -43,15 +43,6 @@ export interface JobHandler {
   batch?(tx: Queryable, payloads: Record<string, unknown>[]): Promise<void>;
 }
 
-/** The common case: all of the job's work in one transaction that also completes the job. */
-export const transactional = (
-  fn: (tx: Queryable, payload: Record<string, unknown>) => Promise<void>,
-  batch?: (tx: Queryable, payloads: Record<string, unknown>[]) => Promise<void>,
-): JobHandler => ({
-  run: (payload, ctx) => ctx.commit((tx) => fn(tx, payload), { complete: true }),
-  ...(batch ? { batch } : {}),
-});
-
 export interface WorkerOptions {
   db: Db;
   handlers: Record<string, JobHandler>;

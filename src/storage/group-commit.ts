@@ -41,16 +41,11 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
   let scheduled = false;
 
   function take(): Waiting<T, R>[] {
-    if (!opts.conflictKey) {
-      const batch = queue.slice(0, opts.maxBatch);
-      queue = queue.slice(batch.length);
-      return batch;
-    }
     const batch: Waiting<T, R>[] = [];
     const rest: Waiting<T, R>[] = [];
     const keys = new Set<string>();
     for (const w of queue) {
-      const key = opts.conflictKey(w.item);
+      const key = opts.conflictKey?.(w.item);
       if (batch.length >= opts.maxBatch || (key !== undefined && keys.has(key))) {
         rest.push(w);
         continue;

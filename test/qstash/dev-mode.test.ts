@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -9,20 +9,12 @@ import { Client, serve as serveWorkflow } from '@upstash/workflow';
 import { QSTASH_DEV } from '../../src/workflow/http/dev-credentials.ts';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
-import { startHerald, type Proc } from '../helpers/processes.ts';
+import { freePort, startHerald, type Proc } from '../helpers/processes.ts';
 
 /**
  * `herald dev --qstash-dev`: an app in the SDK's dev mode (QSTASH_DEV=true, nothing else but the
  * port) runs its workflows against herald, signature verification on with the dev keys.
  */
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-
 let dir = '';
 let t: TestDb | undefined;
 let herald: Proc | undefined;

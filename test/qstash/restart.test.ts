@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -8,7 +8,7 @@ import { serve as serveHttp, type ServerType } from '@hono/node-server';
 import { Client, serve as serveWorkflow } from '@upstash/workflow';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
-import { startHerald, type Proc } from '../helpers/processes.ts';
+import { freePort, startHerald, type Proc } from '../helpers/processes.ts';
 
 /**
  * An @upstash/workflow app's runs survive herald restarts: herald is stopped in the middle of a
@@ -19,14 +19,6 @@ import { startHerald, type Proc } from '../helpers/processes.ts';
 const QSTASH_TOKEN = 'restart-test-qstash-token-0123';
 const SIGNING = { QSTASH_CURRENT_SIGNING_KEY: 'sig_restart_current_0123456', QSTASH_NEXT_SIGNING_KEY: 'sig_restart_next_0123456' };
 const stopSignal = BACKEND === 'postgres' ? 'SIGKILL' : 'SIGTERM';
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 
 let dir = '';
 let t: TestDb | undefined;

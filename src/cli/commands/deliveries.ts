@@ -1,5 +1,4 @@
-import { resolveSettings, ENV } from '../../config/settings.ts';
-import { missingToken, printBody, request, serverUrl, tokenFor } from '../client.ts';
+import { adminConnection, printBody, request, shortTime as when, textTable as table } from '../client.ts';
 
 export interface DeliveriesArgs {
   /** list | show | redrive | outbox */
@@ -26,26 +25,14 @@ interface DeliveryView {
   createdAt: string;
 }
 
-const when = (iso: string | null | undefined) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '');
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
-}
-
 /**
  * `herald deliveries` (the delivery log and dead-letter list), `herald deliveries <id>` (one with
  * its attempts), `herald deliveries redrive <id…>|--all` and `herald outbox` (the dev outbox).
  */
 export async function deliveriesCommand(env: NodeJS.ProcessEnv, args: DeliveriesArgs): Promise<number> {
-  const settings = resolveSettings(env);
-  const token = await tokenFor(env, settings, ENV.adminToken, 'adminToken');
-  if (!token) {
-    console.error(missingToken(ENV.adminToken, settings));
-    return 2;
-  }
-  const base = serverUrl(env, settings, args.url);
-  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+  const admin = await adminConnection(env, args.url);
+  if (!admin) return 2;
+  const { base, headers } = admin;
   let path: string;
   let init: RequestInit = { headers };
   const q = new URLSearchParams();

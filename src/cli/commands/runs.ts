@@ -1,5 +1,4 @@
-import { resolveSettings, ENV } from '../../config/settings.ts';
-import { missingToken, printBody, request, serverUrl, tokenFor } from '../client.ts';
+import { adminConnection, printBody, request, shortTime as when, textTable as table } from '../client.ts';
 
 export interface RunsArgs {
   runId: string | undefined;
@@ -37,14 +36,9 @@ interface WaiterView {
 
 /** `herald runs [runId]`: the admin API's runs, as a table, or one run's step timeline. */
 export async function runsCommand(env: NodeJS.ProcessEnv, args: RunsArgs): Promise<number> {
-  const settings = resolveSettings(env);
-  const token = await tokenFor(env, settings, ENV.adminToken, 'adminToken');
-  if (!token) {
-    console.error(missingToken(ENV.adminToken, settings));
-    return 2;
-  }
-  const base = serverUrl(env, settings, args.url);
-  const headers = { authorization: `Bearer ${token}` };
+  const admin = await adminConnection(env, args.url);
+  if (!admin) return 2;
+  const { base, headers } = admin;
   if (args.cancel && !args.runId) {
     console.error('--cancel needs a run id: herald runs <runId> --cancel');
     return 2;
@@ -70,13 +64,6 @@ export async function runsCommand(env: NodeJS.ProcessEnv, args: RunsArgs): Promi
   else printRuns(f.json as { runs: RunView[]; nextCursor: string | null });
   return 0;
 }
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
-}
-
-const when = (iso: string | undefined) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '');
 
 function printRuns(page: { runs: RunView[]; nextCursor: string | null }): void {
   if (page.runs.length === 0) {

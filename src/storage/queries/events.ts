@@ -44,10 +44,6 @@ export async function markEventsProcessed(db: Queryable, inserted: Map<string, n
   );
 }
 
-export async function markEventProcessed(db: Queryable, id: string, inserted: number): Promise<void> {
-  await db.query(`UPDATE herald_events SET processed_at = now(), inserted = $2 WHERE id = $1`, [id, inserted]);
-}
-
 /** A workflow-mode event ready to store, with its idempotency key and the response to keep for it. */
 export interface IncomingEvent {
   id: string;

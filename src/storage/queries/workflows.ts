@@ -309,7 +309,8 @@ export async function insertWaiter(tx: Queryable, w: NewWaiter): Promise<void> {
   );
 }
 
-export interface ResumedWaiter {
+/** A waiter row: the seed's Waiter fields plus the run and step it belongs to. */
+interface WaiterFields {
   run_id: string;
   step_id: string;
   event_id: string;
@@ -320,6 +321,9 @@ export interface ResumedWaiter {
   timeout_url: string | null;
   timeout_body: Buffer | null;
   timeout_headers: Record<string, string[]> | null;
+}
+
+export interface ResumedWaiter extends WaiterFields {
   step: unknown;
   message_id: string;
   run_kind: 'code' | 'http';
@@ -396,17 +400,7 @@ export async function resumeWaiters(
   });
 }
 
-export interface WaiterRow {
-  run_id: string;
-  step_id: string;
-  event_id: string;
-  url: string;
-  headers: Record<string, string[]>;
-  deadline: number;
-  timeout: string | null;
-  timeout_url: string | null;
-  timeout_body: Buffer | null;
-  timeout_headers: Record<string, string[]> | null;
+export interface WaiterRow extends WaiterFields {
   created_at: Date;
 }
 
