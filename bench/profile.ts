@@ -1,8 +1,9 @@
 /**
  * Where herald's time goes per emit. Run
- *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http]
+ *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial]
  * It runs the stream case once — 16 in-process engine.emit callers, or with --http 64 keep-alive
- * clients of a server in this same process (signed, workflow mode) — with the worker running, and
+ * clients of a server in this same process (signed, workflow mode), or with --serial one emit at a
+ * time, each waiting for its handler to start (unloaded latency) — with the worker running, and
  * prints
  *   1. every SQL statement herald sent, per event: count, client-observed time, transactions;
  *   2. a V8 CPU profile of the herald process, self time by package/module and by function;
@@ -31,10 +32,10 @@ const label = (sql: string) => sql.replace(/\s+/g, ' ').trim().slice(0, 90);
 
 function counted(db: Db): Db {
   const wrap = (q: Queryable): Queryable => ({
-    async query(text, values) {
+    async query(text, values, opts) {
       const t = now();
       try {
-        return await q.query(text, values);
+        return await q.query(text, values, opts);
       } finally {
         const s = census.get(label(text)) ?? { n: 0, ms: 0 };
         s.n++;
@@ -54,6 +55,7 @@ function counted(db: Db): Db {
     },
     withAdvisoryLock: (k, fn) => db.withAdvisoryLock(k, fn),
     listen: (c, fn) => db.listen(c, fn),
+    wake: (c) => db.wake(c),
     close: () => db.close(),
   };
 }
@@ -84,6 +86,7 @@ async function main() {
   const events = Number(argv[argv.indexOf('--events') + 1] || 3000) || 3000;
   const mode = (argv.find((a) => a.startsWith('--pg='))?.slice(5) ?? 'auto') as 'auto';
   const overHttp = argv.includes('--http');
+  const serial = argv.includes('--serial');
   const pgx = await startBenchPostgres({ mode });
   const name = `herald_bench_profile_${process.pid}`;
   const abort = () => void pgx.dropDatabase(name).catch(() => {}).then(() => pgx.cleanup()).then(() => process.exit(130));
@@ -95,7 +98,8 @@ async function main() {
     const observer = new pg.Client({ connectionString: url });
     await observer.connect();
     const handled = new Set<string>();
-    const worker = trackedWorker(h.engine, (id) => handled.add(id));
+    let onHandled: ((id: string) => void) | undefined;
+    const worker = trackedWorker(h.engine, (id) => (handled.add(id), onHandled?.(id)));
     await worker.start();
     const secret = Buffer.from(SIGNING_SECRET);
     const signed = (from: number, n: number): PreparedRequest[] =>
@@ -108,16 +112,27 @@ async function main() {
       const app = createApp(h.engine);
       await new Promise<void>((resolve) => serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => ((port = info.port), resolve())));
     }
+    const latencies: number[] = [];
+    const emitAndWait = async (seq: number) => {
+      const t = now();
+      const started = new Promise<void>((resolve) => (onHandled = () => resolve()));
+      await h.engine.emit(pingBody(seq));
+      await started;
+      latencies.push(now() - t);
+    };
     const drive = async (from: number, n: number) =>
       overHttp
         ? await httpLoad(port, signed(from, n), 64, 60_000)
-        : await closedLoop(16, n, 60_000, async (i) => void (await h.engine.emit(pingBody(from + i))));
+        : serial
+          ? await closedLoop(1, n, 60_000, (i) => emitAndWait(from + i))
+          : await closedLoop(16, n, 60_000, async (i) => void (await h.engine.emit(pingBody(from + i))));
     // warm-up, then reset the counters
     await drive(1_000_000, 300);
     while (handled.size < 300) await sleep(20);
     census.clear();
     transactions = 0;
     handled.clear();
+    latencies.length = 0;
 
     const session = new Session();
     session.connect();
@@ -136,8 +151,13 @@ async function main() {
 
     const out: string[] = [];
     out.push(
-      `herald profile: ${events} emits from ${overHttp ? '64 HTTP clients (same process: the CPU profile includes the client)' : '16 in-process callers'}, worker running (${pgx.kind} Postgres ${pgx.version})`,
+      `herald profile: ${events} emits from ${overHttp ? '64 HTTP clients (same process: the CPU profile includes the client)' : serial ? 'one caller, serially (each waits for its handler start)' : '16 in-process callers'}, worker running (${pgx.kind} Postgres ${pgx.version})`,
     );
+    if (serial) {
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+      out.push(`emit → handler start: p50 ${fmt(at(50))} ms, p99 ${fmt(at(99))} ms`);
+    }
     out.push(`acks: ${fmt((loop.done * 1000) / ackMs)}/s; all handlers started after ${fmt(e2eMs)} ms (${fmt((events * 1000) / e2eMs)}/s e2e)`);
     out.push(`CPU per event: node ${fmt((usage.nodeCpuMs * 1000) / events)} µs + Postgres backends ${fmt((usage.pgCpuMs * 1000) / events)} µs; box ${fmt(usage.boxBusyPct)} % busy of ${200}`);
     out.push('', `SQL per event (${fmt(transactions / events)} transactions per event; client-observed time includes waiting for the pool):`, '');

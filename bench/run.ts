@@ -4,7 +4,7 @@
  *   --only a,b      subjects to run (see bench/subjects.ts)      --runs N    repetitions
  *   --pg=auto|private|server   where Postgres comes from (auto: a private cluster unless root)
  *   --json FILE     also write every run's raw results
- *   --fanout=1000,10000   waiter counts for the fan-out case (10,000 parks 10,000 runs first: slow)
+ *   --fanout=1000,10000   waiter counts for the fan-out case (the full default; quick: 500)
  *   --inbox-rows=N  size of the inbox table (default 1,000,000; 10,000,000 takes minutes to build)
  * Prints a markdown table, the ratios to the peers and raw ceilings, and SPEC §3's bars.
  */

@@ -129,12 +129,12 @@ export async function verifyRows(
   return { verdict: 'ok', extra };
 }
 
-/** The same Db with herald's per-statement pg_notify calls removed (wake-ups off; polling only). */
+/** The same Db with herald's wake-ups removed: pg_notify in statements and Db.wake (polling only). */
 function withoutWakeups(db: Db, counted: () => void): Db {
   const rewrite = (text: string) =>
     text.includes('pg_notify(') ? (counted(), text.replace(/pg_notify\('herald_jobs',\s*''\)/g, '1')) : text;
   const wrap = (q: Queryable): Queryable => ({
-    query: (text, values) => q.query(rewrite(text), values),
+    query: (text, values, opts) => q.query(rewrite(text), values, opts),
     exec: (sql) => q.exec(sql),
   });
   return {
@@ -144,6 +144,8 @@ function withoutWakeups(db: Db, counted: () => void): Db {
     transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
     withAdvisoryLock: (key, fn) => db.withAdvisoryLock(key, fn),
     listen: (ch, fn) => db.listen(ch, fn),
+    // Off means off: no in-memory wake-ups either, only the worker's polling.
+    wake: () => counted(),
     close: () => db.close(),
   };
 }

@@ -31,7 +31,7 @@ export const FULL: Sizes = {
   heraldDrainN: 2_000,
   raw: { rowTxN: 20_000, unnestN: 100_000, copyN: 100_000, maxMs: 6_000 },
   http: { n: 30_000, maxMs: 6_000, clients: 64, pgliteN: 5_000 },
-  fanout: [1000],
+  fanout: [1000, 10_000],
   inboxRows: 1_000_000,
   inboxIterations: 500,
 };

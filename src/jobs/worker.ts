@@ -74,6 +74,9 @@ export function createWorker(opts: WorkerOptions): Worker {
   const concurrency = opts.concurrency ?? 8;
   const batchSize = opts.batchSize ?? 100;
   const batchKinds = Object.keys(opts.handlers).filter((k) => opts.handlers[k]!.batch);
+  // The batch lane claims one kind through its own index (see claimJobs); one is all herald has.
+  if (batchKinds.length > 1) throw new Error(`one batchable job kind is supported, got ${batchKinds.join(', ')}`);
+  const batchKind = batchKinds[0] ?? null;
   // Two batches at once keep two connections (both cores of a small box) busy.
   const maxBatches = Math.min(2, concurrency);
   /** Leases held (for the heartbeat): every claimed job, alone or in a batch. */
@@ -95,9 +98,15 @@ export function createWorker(opts: WorkerOptions): Worker {
       job,
       commit: (fn, o) =>
         opts.db.transaction(async (tx) => {
-          if (!(await holdsLease(tx, job, id))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
+          // Completing up front both checks the lease and locks the job (one statement, not two);
+          // if fn throws, the rollback brings the job back.
+          const upfront = o?.complete === true;
+          if (!(await (upfront ? completeJob(tx, job, id) : holdsLease(tx, job, id)))) {
+            throw new LeaseLostError(`lease on job ${job.id} was lost`);
+          }
           const result = await fn(tx);
-          if (typeof o?.complete === 'function' ? o.complete(result) : o?.complete) {
+          if (upfront) completed = true;
+          else if (typeof o?.complete === 'function' && o.complete(result)) {
             await completeJob(tx, job, id);
             completed = true;
           }
@@ -175,11 +184,16 @@ export function createWorker(opts: WorkerOptions): Worker {
       slots--;
       if (batch) batches--;
       for (const j of jobs) inflight.delete(j.id);
-      if (running) void loop();
+      // Claim again when work may be waiting for this slot (the last claim filled its lanes or
+      // the slots), or when a keyed job ended (the next job with its key is claimable only now).
+      // Otherwise new work announces itself (wake-up) or the poll finds it.
+      if (running && (backlog || jobs.some((j) => j.key !== null))) void loop();
     });
     for (const j of jobs) inflight.set(j.id, done);
   }
 
+  /** Whether the last claim may have left due jobs behind (it filled a lane or every slot). */
+  let backlog = false;
   /** The claim loop in progress, if any: stop() waits for it, so no job starts unobserved. */
   let claiming: Promise<void> | undefined;
 
@@ -198,22 +212,22 @@ export function createWorker(opts: WorkerOptions): Worker {
       do {
         wakeAgain = false;
         while (running && slots < concurrency) {
-          let claimed = 0;
-          if (batchKinds.length && batches < maxBatches) {
-            const jobs = await claimJobs(opts.db, id, batchSize, opts.leaseMs, { only: batchKinds });
-            for (const kind of batchKinds) {
-              const mine = jobs.filter((j) => j.kind === kind);
-              if (mine.length) launch(mine, runBatch(kind, mine), true);
-            }
-            claimed += jobs.length;
-          }
-          if (running && slots < concurrency) {
-            const jobs = await claimJobs(opts.db, id, concurrency - slots, opts.leaseMs, { except: batchKinds });
-            for (const job of jobs) launch([job], runJob(job), false);
-            claimed += jobs.length;
-          }
-          if (claimed === 0) break;
+          // One statement claims both lanes; the batchable kind takes one slot as a batch.
+          const batchLane = batchKind !== null && batches < maxBatches;
+          const otherLimit = Math.max(0, concurrency - slots - (batchLane ? 1 : 0));
+          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { batchKind, batchLimit: batchLane ? batchSize : 0, otherLimit });
+          const batch = jobs.filter((j) => j.kind === batchKind);
+          if (batch.length) launch(batch, runBatch(batchKind!, batch), true);
+          for (const job of jobs) if (job.kind !== batchKind) launch([job], runJob(job), false);
+          // A lane that came back short means nothing more of it is due: stop until woken. A lane
+          // that was closed (no slot for it) or came back full may have left jobs behind.
+          const fullBatch = batchLane && batch.length === batchSize;
+          const fullOther = jobs.length - batch.length === otherLimit;
+          backlog = (batchKind !== null && !batchLane) || fullBatch || fullOther || slots >= concurrency;
+          if (!(fullBatch || (otherLimit > 0 && fullOther))) break;
         }
+        // Woken with every slot taken: the work that woke us waits for the next free slot.
+        if (slots >= concurrency) backlog = true;
       } while (wakeAgain && running);
     } catch (err) {
       log.error({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the next poll');

@@ -8,8 +8,17 @@ export interface QueryResult<T> {
   rowCount: number;
 }
 
+export interface QueryOptions {
+  /**
+   * Keep this statement prepared on each connection (a Postgres server plans it once per
+   * connection instead of on every call: ~0.5 ms saved on the claim query). Only for statements
+   * whose text is fixed — each distinct text stays prepared for the connection's life.
+   */
+  prepare?: boolean;
+}
+
 export interface Queryable {
-  query<T = Record<string, unknown>>(text: string, values?: unknown[]): Promise<QueryResult<T>>;
+  query<T = Record<string, unknown>>(text: string, values?: unknown[], opts?: QueryOptions): Promise<QueryResult<T>>;
   /** Runs multi-statement SQL without parameters (migrations). */
   exec(sql: string): Promise<void>;
 }
@@ -25,6 +34,13 @@ export interface Db extends Queryable {
   withAdvisoryLock<T>(key: string, fn: (session: Db) => Promise<T>): Promise<T>;
   /** Subscribes to a NOTIFY channel. Returns an unsubscribe function. */
   listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Wakes the channel's listeners: this process's at once (in memory), other processes' by a
+   * NOTIFY sent on its own, outside any writer's transaction, and coalesced (while one is in
+   * flight, later calls fold into one more). Call only after the writes it announces committed.
+   * A lost wake-up only delays work until the next poll.
+   */
+  wake(channel: string): void;
   close(): Promise<void>;
 }
 

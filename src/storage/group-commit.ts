@@ -1,7 +1,7 @@
 /**
  * Application-level group commit. Concurrent callers each submit one item; items that arrive
  * while a flush is in flight are coalesced into the next flush, which writes them all with one
- * statement (one COMMIT, one WAL flush, one NOTIFY). Each caller's promise settles only after the
+ * statement (one COMMIT, one WAL flush, at most one wake-up after it). Each caller's promise settles only after the
  * flush that carried its item committed, so acknowledging it is as durable as a transaction of
  * its own — but at a fraction of the round trips and fsyncs (see docs/BENCHMARKS.md).
  *

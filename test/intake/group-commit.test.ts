@@ -96,9 +96,9 @@ const config = defineConfig({
 function counting(db: Db) {
   const counts = { eventInserts: 0, transactions: 0 };
   const wrap = (q: Queryable): Queryable => ({
-    query: (text, values) => {
+    query: (text, values, opts) => {
       if (text.includes('INSERT INTO herald_events')) counts.eventInserts++;
-      return q.query(text, values);
+      return q.query(text, values, opts);
     },
     exec: (sql) => q.exec(sql),
   });
@@ -111,6 +111,7 @@ function counting(db: Db) {
     },
     withAdvisoryLock: (key, fn) => db.withAdvisoryLock(key, fn),
     listen: (ch, fn) => db.listen(ch, fn),
+    wake: (ch) => db.wake(ch),
     close: () => db.close(),
   };
   return { db: wrapped, counts };

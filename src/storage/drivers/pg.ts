@@ -1,5 +1,6 @@
 import pg from 'pg';
-import type { Db, QueryResult, Queryable } from '../db.ts';
+import { createHash } from 'node:crypto';
+import type { Db, QueryOptions, QueryResult, Queryable } from '../db.ts';
 
 // Return timestamps and bigints as the same JS types PGlite gives, so callers see one shape.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -10,10 +11,20 @@ export interface PgOptions {
   onError?: (err: Error) => void;
 }
 
+/** Prepared statements are named by their text's hash, so one text always maps to one name. */
+const statementNames = new Map<string, string>();
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (!name) statementNames.set(text, (name = `herald_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`));
+  return name;
+}
+
 function wrap(client: pg.PoolClient | pg.Pool): Queryable {
   return {
-    async query<T>(text: string, values?: unknown[]): Promise<QueryResult<T>> {
-      const res = await client.query(text, values as unknown[]);
+    async query<T>(text: string, values?: unknown[], opts?: QueryOptions): Promise<QueryResult<T>> {
+      const res = opts?.prepare
+        ? await client.query({ name: statementName(text), text, values: values as unknown[] })
+        : await client.query(text, values as unknown[]);
       return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
     },
     async exec(sql: string) {
@@ -27,8 +38,14 @@ export function openPg(opts: PgOptions): Db {
   // An idle client that loses its connection must not crash the process; the pool replaces it.
   pool.on('error', (err) => opts.onError?.(err));
   const listeners = new Map<string, Set<(payload: string) => void>>();
+  const dispatch = (channel: string, payload: string) => {
+    for (const fn of listeners.get(channel) ?? []) fn(payload);
+  };
   let listenClient: pg.Client | undefined;
   let listenClientReady: Promise<pg.Client> | undefined;
+  /** The listen connection's backend, whose NOTIFYs come back to it and are skipped. */
+  let ownPid: number | undefined;
+  let closed = false;
 
   async function getListenClient(): Promise<pg.Client> {
     if (listenClient) return listenClient;
@@ -36,18 +53,50 @@ export function openPg(opts: PgOptions): Db {
       const c = new pg.Client({ connectionString: opts.connectionString });
       c.on('error', (err) => {
         opts.onError?.(err);
-        // Forget the broken connection; the next listen() reconnects. Polling covers the gap.
+        // Forget the broken connection; the next listen() or wake() reconnects. Polling covers the gap.
         listenClient = undefined;
         listenClientReady = undefined;
       });
       c.on('notification', (msg) => {
-        for (const fn of listeners.get(msg.channel) ?? []) fn(msg.payload ?? '');
+        // Our own wake-ups were dispatched in memory when they were sent.
+        if (msg.processId !== ownPid) dispatch(msg.channel, msg.payload ?? '');
       });
       await c.connect();
+      // This connection only carries wake-ups: losing one in a crash is harmless (workers poll),
+      // so its NOTIFY transactions need not wait for a WAL flush.
+      await c.query('SET synchronous_commit = off');
+      // After a reconnect, subscribe again to everything this process listens on.
+      for (const channel of listeners.keys()) await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      ownPid = (c as unknown as { processID: number }).processID;
       listenClient = c;
       return c;
     })();
     return listenClientReady;
+  }
+
+  // Coalesced wake-ups: at most one NOTIFY statement in flight; calls meanwhile fold into the next.
+  const wakeQueued = new Set<string>();
+  let waking: Promise<void> | undefined;
+
+  function wake(channel: string): void {
+    dispatch(channel, '');
+    if (closed) return;
+    wakeQueued.add(channel);
+    waking ??= sendWakes().finally(() => (waking = undefined));
+  }
+
+  async function sendWakes(): Promise<void> {
+    try {
+      while (wakeQueued.size > 0 && !closed) {
+        const channels = [...wakeQueued];
+        wakeQueued.clear();
+        const client = await getListenClient();
+        await client.query(channels.map((ch) => `NOTIFY ${pg.escapeIdentifier(ch)}`).join('; '));
+      }
+    } catch (err) {
+      wakeQueued.clear();
+      opts.onError?.(err as Error);
+    }
   }
 
   return {
@@ -87,6 +136,7 @@ export function openPg(opts: PgOptions): Db {
           },
           withAdvisoryLock: () => Promise.reject(new Error('nested advisory locks are not supported')),
           listen: () => Promise.reject(new Error('listen is not available on a locked session')),
+          wake,
           close: async () => {},
         };
         return await fn(session);
@@ -108,7 +158,10 @@ export function openPg(opts: PgOptions): Db {
         set!.delete(onNotify);
       };
     },
+    wake,
     async close() {
+      closed = true;
+      await waking;
       await listenClient?.end().catch(() => {});
       await pool.end();
     },

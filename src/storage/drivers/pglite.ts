@@ -7,6 +7,8 @@ import type { Db, QueryResult, Queryable } from '../db.ts';
  */
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const pglite = await PGlite.create(dataDir ? { dataDir } : {});
+  // One process owns a PGlite directory, so a wake-up only has in-process listeners to reach.
+  const listeners = new Map<string, Set<(payload: string) => void>>();
 
   function wrap(q: PGlite | Transaction): Queryable {
     return {
@@ -36,7 +38,16 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     },
     async listen(channel, onNotify) {
       const unsub = await pglite.listen(channel, onNotify);
-      return async () => unsub();
+      let set = listeners.get(channel);
+      if (!set) listeners.set(channel, (set = new Set()));
+      set.add(onNotify);
+      return async () => {
+        set.delete(onNotify);
+        await unsub();
+      };
+    },
+    wake(channel) {
+      for (const fn of listeners.get(channel) ?? []) fn('');
     },
     async close() {
       await pglite.close();

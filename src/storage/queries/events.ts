@@ -1,6 +1,5 @@
 import type { Queryable } from '../db.ts';
 import { keyTakeover } from './idempotency.ts';
-import { JOBS_CHANNEL } from './jobs.ts';
 
 export interface EventRow {
   id: string;
@@ -31,7 +30,11 @@ export async function getEvent(db: Queryable, id: string): Promise<EventRow | un
 
 export async function getEvents(db: Queryable, ids: string[]): Promise<EventRow[]> {
   return (
-    await db.query<EventRow>(`SELECT id, type, ctx, tenant_id, processed_at FROM herald_events WHERE id = ANY($1::uuid[])`, [ids])
+    await db.query<EventRow>(
+      `SELECT id, type, ctx, tenant_id, processed_at FROM herald_events WHERE id = ANY($1::uuid[])`,
+      [ids],
+      { prepare: true },
+    )
   ).rows;
 }
 
@@ -41,6 +44,7 @@ export async function markEventsProcessed(db: Queryable, inserted: Map<string, n
     `UPDATE herald_events e SET processed_at = now(), inserted = t.n
      FROM unnest($1::uuid[], $2::int[]) AS t(id, n) WHERE e.id = t.id`,
     [[...inserted.keys()], [...inserted.values()]],
+    { prepare: true },
   );
 }
 
@@ -88,9 +92,9 @@ export async function insertWorkflowEvents(
        INSERT INTO herald_jobs (kind, payload)
        SELECT $3, jsonb_build_object('eventIds', jsonb_agg(id)) FROM events HAVING count(*) > 0
        RETURNING 1)
-     SELECT (SELECT array_agg(id::text) FROM events) AS ids,
-            (SELECT pg_notify('${JOBS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM job)) AS woke`,
+     SELECT array_agg(id::text) AS ids FROM events`,
     [JSON.stringify(events), opts.ttlHours, opts.jobKind],
+    { prepare: true },
   );
   return new Set(rows[0]?.ids ?? []);
 }

@@ -49,6 +49,7 @@ export async function listNotifications(
      ORDER BY created_at DESC, id DESC
      LIMIT $7`,
     [userId, f.unreadOnly, f.archived, f.type, f.before?.createdAt ?? null, f.before?.id ?? null, f.limit],
+    { prepare: true },
   );
   return rows;
 }
@@ -60,6 +61,7 @@ export async function countUnread(db: Queryable, userId: string, cap: number): P
        SELECT 1 FROM notifications WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL LIMIT $2
      ) s`,
     [userId, cap],
+    { prepare: true },
   );
   return rows[0]!.n;
 }

@@ -68,39 +68,40 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
   );
 }
 
-/** Which kinds a claim may take: only these, or all but these. */
-export type KindFilter = { only: string[] } | { except: string[] };
+/**
+ * How many jobs a claim may take: up to `batchLimit` of the batchable kind (run together in one
+ * transaction) and up to `otherLimit` of every other kind (each run alone).
+ */
+export interface ClaimLimits {
+  batchKind: string | null;
+  batchLimit: number;
+  otherLimit: number;
+}
 
 /**
- * Claims up to `limit` due jobs. SKIP LOCKED lets many workers claim concurrently without waiting
- * on each other; a job whose key is already running waits for that one to finish.
+ * Claims due jobs for both lanes in one statement (an idle worker's poll is one round trip).
+ * SKIP LOCKED lets many workers claim concurrently without waiting on each other; a job whose key
+ * is already running waits for that one to finish.
  */
-export async function claimJobs(
-  db: Queryable,
-  workerId: string,
-  limit: number,
-  leaseMs: number,
-  kinds?: KindFilter,
-): Promise<ClaimedJob[]> {
-  const only = kinds && 'only' in kinds ? kinds.only : null;
-  const except = kinds && 'except' in kinds ? kinds.except : null;
-  const { rows } = await db.query<ClaimedJob>(
-    `WITH due AS (
+export async function claimJobs(db: Queryable, workerId: string, leaseMs: number, limits: ClaimLimits): Promise<ClaimedJob[]> {
+  const due = (kindTest: string, limit: string) => `
        SELECT j.id FROM herald_jobs j
-       WHERE j.state = 'queued' AND j.run_at <= now()
-         AND ($4::text[] IS NULL OR j.kind = ANY($4::text[]))
-         AND ($5::text[] IS NULL OR j.kind <> ALL($5::text[]))
+       WHERE j.state = 'queued' AND j.run_at <= now() AND ${kindTest}
          AND (j.key IS NULL OR NOT EXISTS (
            SELECT 1 FROM herald_jobs r WHERE r.key = j.key AND r.state = 'running'))
        ORDER BY j.run_at, j.id
-       LIMIT $2
-       FOR UPDATE SKIP LOCKED)
+       LIMIT ${limit}
+       FOR UPDATE SKIP LOCKED`;
+  const { rows } = await db.query<ClaimedJob>(
+    `WITH batched AS (${due('j.kind = $4', '$5')}),
+     single AS (${due('($4::text IS NULL OR j.kind <> $4)', '$2')})
      UPDATE herald_jobs j
      SET state = 'running', locked_by = $1, attempts = j.attempts + 1,
          locked_until = now() + make_interval(secs => $3::double precision / 1000)
-     FROM due WHERE j.id = due.id
+     WHERE j.id IN (SELECT id FROM batched UNION ALL SELECT id FROM single)
      RETURNING j.id, j.kind, j.key, j.payload, j.attempts, j.max_attempts`,
-    [workerId, limit, leaseMs, only, except],
+    [workerId, limits.otherLimit, leaseMs, limits.batchKind, limits.batchLimit],
+    { prepare: true },
   );
   return rows;
 }
@@ -117,26 +118,32 @@ export async function holdLeases(tx: Queryable, jobs: ClaimedJob[], workerId: st
      ORDER BY j.id
      FOR UPDATE OF j`,
     [jobs.map((j) => j.id), jobs.map((j) => j.attempts), workerId],
+    { prepare: true },
   );
   return new Set(rows.map((r) => Number(r.id)));
 }
 
 /** Deletes finished jobs whose leases this transaction holds (see holdLeases). */
 export async function completeJobs(tx: Queryable, ids: number[]): Promise<void> {
-  if (ids.length) await tx.query(`DELETE FROM herald_jobs WHERE id = ANY($1::bigint[])`, [ids]);
+  if (ids.length) await tx.query(`DELETE FROM herald_jobs WHERE id = ANY($1::bigint[])`, [ids], { prepare: true });
 }
 
 const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;
 
 /** Locks the job row if this worker still holds this attempt's lease; false if it lost it. */
 export async function holdsLease(tx: Queryable, job: ClaimedJob, workerId: string): Promise<boolean> {
-  return (await tx.query(`SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`, [job.id, workerId, job.attempts]))
-    .rows.length === 1;
+  const { rows } = await tx.query(`SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`, [job.id, workerId, job.attempts], {
+    prepare: true,
+  });
+  return rows.length === 1;
 }
 
 /** Deletes a finished job, only if this worker still holds its lease. Returns false if it lost it. */
 export async function completeJob(db: Queryable, job: ClaimedJob, workerId: string): Promise<boolean> {
-  return (await db.query(`DELETE FROM herald_jobs WHERE ${FENCE}`, [job.id, workerId, job.attempts])).rowCount === 1;
+  const { rowCount } = await db.query(`DELETE FROM herald_jobs WHERE ${FENCE}`, [job.id, workerId, job.attempts], {
+    prepare: true,
+  });
+  return rowCount === 1;
 }
 
 /**
@@ -183,6 +190,7 @@ export async function extendLeases(db: Queryable, ids: number[], workerId: strin
     `UPDATE herald_jobs SET locked_until = now() + make_interval(secs => $3::double precision / 1000)
      WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND state = 'running'`,
     [ids, workerId, leaseMs],
+    { prepare: true },
   );
 }
 

@@ -19,7 +19,9 @@ export async function insertEventNotifications(db: Queryable, events: EventNotif
   const counts = new Map(events.map((e) => [e.eventId, 0]));
   if (rows.length === 0) return counts;
   // Both are transaction-local; the engine policies require the flag as well as the role.
-  await db.query(`SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`);
+  await db.query(`SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, [], {
+    prepare: true,
+  });
   const { rows: inserted } = await db.query<{ event_id: string }>(
     `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
      SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data::jsonb, t.event_id, t.dedupe_key
@@ -39,6 +41,7 @@ export async function insertEventNotifications(db: Queryable, events: EventNotif
       rows.map((r) => r.eventId),
       rows.map((r) => r.dedupeKey),
     ],
+    { prepare: true },
   );
   await db.exec(`RESET ROLE; SELECT set_config('herald.actor', '', true)`);
   for (const r of inserted) counts.set(r.event_id, (counts.get(r.event_id) ?? 0) + 1);

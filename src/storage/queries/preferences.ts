@@ -23,6 +23,7 @@ export async function preferencesOf(db: Queryable, userIds: string[]): Promise<P
   const { rows } = await db.query<PreferenceRow>(
     `SELECT user_id, channel, scope, enabled, updated_at FROM herald_preferences WHERE user_id = ANY($1::uuid[]) ORDER BY user_id, channel, scope`,
     [userIds],
+    { prepare: true },
   );
   return rows;
 }
@@ -85,6 +86,7 @@ export async function quietHolds(db: Queryable, userIds: string[]): Promise<Map<
      CROSS JOIN LATERAL (SELECT z.tz, (now() AT TIME ZONE z.tz)::date AS d, (now() AT TIME ZONE z.tz)::time AS t) l
      WHERE q.user_id = ANY($1::uuid[])`,
     [userIds],
+    { prepare: true },
   );
   return new Map(rows.filter((r) => r.held_until).map((r) => [r.user_id, r.held_until!]));
 }

@@ -7,7 +7,9 @@ import type { Queryable } from '../db.ts';
  * never leak to the next request on a pooled connection.
  */
 export async function becomeUser(tx: Queryable, claims: Record<string, unknown>): Promise<void> {
-  await tx.query(`SELECT set_config('role', 'herald_user', true), set_config('request.jwt.claims', $1, true)`, [
-    JSON.stringify(claims),
-  ]);
+  await tx.query(
+    `SELECT set_config('role', 'herald_user', true), set_config('request.jwt.claims', $1, true)`,
+    [JSON.stringify(claims)],
+    { prepare: true },
+  );
 }

@@ -76,7 +76,9 @@ export async function deleteUser(db: Queryable, id: string): Promise<boolean> {
 
 export async function findUsers(db: Queryable, ids: string[]): Promise<Recipient[]> {
   if (ids.length === 0) return [];
-  const { rows } = await db.query<UserRow>(`SELECT ${COLUMNS} FROM herald_users WHERE id = ANY($1::uuid[])`, [ids]);
+  const { rows } = await db.query<UserRow>(`SELECT ${COLUMNS} FROM herald_users WHERE id = ANY($1::uuid[])`, [ids], {
+    prepare: true,
+  });
   return rows.map(toRecipient);
 }
 

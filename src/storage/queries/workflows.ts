@@ -58,7 +58,7 @@ export async function insertRun(tx: Queryable, run: NewRun): Promise<{ id: strin
 }
 
 export async function getRun(db: Queryable, id: string): Promise<RunRow | undefined> {
-  return (await db.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1`, [id])).rows[0];
+  return (await db.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1`, [id], { prepare: true })).rows[0];
 }
 
 /**
@@ -70,24 +70,48 @@ export async function getRunLocked(tx: Queryable, id: string): Promise<RunRow | 
   return (await tx.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1 FOR SHARE`, [id])).rows[0];
 }
 
-/** Ends a running run. Returns false if it had already ended (cancelled meanwhile, say). */
+/**
+ * What an ended run leaves behind, as CTEs of the statement that ends it: its waiters, kept events
+ * and queued executions/deliveries go. `$1` is the run id, `$2` its job key; `guard` holds only if
+ * the run was ended by this statement, `isHttp` only if it is an http run. The deliveries of an
+ * http run are matched by payload, which no index covers: that scan is gated on `isHttp`, so
+ * ending a code run stays an index lookup however many jobs are queued.
+ */
+const dropRunWorkCtes = (guard: string, isHttp: string) => `
+     dropped_waiters AS (DELETE FROM herald_waiters WHERE run_id = $1 AND ${guard}),
+     dropped_events AS (DELETE FROM herald_run_events WHERE run_id = $1 AND ${guard}),
+     dropped_run_job AS (DELETE FROM herald_jobs WHERE state = 'queued' AND key = $2 AND ${guard}),
+     dropped_deliveries AS (
+       DELETE FROM herald_jobs
+       WHERE state = 'queued' AND kind = '${RUN_JOB.http}' AND payload->>'runId' = $1 AND ${guard} AND ${isHttp})`;
+
+/**
+ * Ends a running run, with its leftover work, in one statement. Returns false if it had already
+ * ended (cancelled meanwhile, say). A run started by context.invoke then reports to its invoker.
+ */
 export async function finishRun(
   tx: Queryable,
   id: string,
   outcome: { state: 'completed'; result: unknown } | { state: 'failed'; error: string },
 ): Promise<boolean> {
-  const { rowCount } = await tx.query(
-    `UPDATE herald_runs SET state = $2, result = $3::jsonb, error = $4, finished_at = now(), updated_at = now()
-     WHERE id = $1 AND state = 'running'`,
+  const { rows } = await tx.query<{ invoked: boolean }>(
+    `WITH ended AS (
+       UPDATE herald_runs SET state = $3, result = $4::jsonb, error = $5, finished_at = now(), updated_at = now()
+       WHERE id = $1 AND state = 'running'
+       RETURNING kind, kind = 'http' AND config ? 'invoker' AS invoked),
+     ${dropRunWorkCtes('EXISTS (SELECT 1 FROM ended)', "EXISTS (SELECT 1 FROM ended WHERE kind = 'http')")}
+     SELECT invoked FROM ended`,
     [
       id,
+      runJobKey(id),
       outcome.state,
       outcome.state === 'completed' ? JSON.stringify(outcome.result ?? null) : null,
       outcome.state === 'failed' ? outcome.error.slice(0, 4000) : null,
     ],
+    { prepare: true },
   );
-  if (rowCount === 1) await dropRunWork(tx, id);
-  return rowCount === 1;
+  if (rows[0]?.invoked) await reportToInvoker(tx, id);
+  return rows.length === 1;
 }
 
 export type CancelOutcome = { outcome: 'cancelled' } | { outcome: 'not-found' } | { outcome: 'ended'; state: RunState };
@@ -109,18 +133,16 @@ export async function cancelRun(tx: Queryable, id: string): Promise<CancelOutcom
 }
 
 /**
- * What an ended run leaves behind: its waiters, kept events and queued executions/deliveries go,
- * and a run started by context.invoke reports to its invoker.
+ * Drops what an ended run leaves behind (see dropRunWorkCtes), and a run started by
+ * context.invoke reports to its invoker.
  */
 export async function dropRunWork(tx: Queryable, runId: string): Promise<void> {
-  await reportToInvoker(tx, runId);
-  await tx.query(`DELETE FROM herald_waiters WHERE run_id = $1`, [runId]);
-  await tx.query(`DELETE FROM herald_run_events WHERE run_id = $1`, [runId]);
-  await tx.query(
-    `DELETE FROM herald_jobs
-     WHERE state = 'queued' AND (key = $2 OR (kind = '${RUN_JOB.http}' AND payload->>'runId' = $1))`,
+  const { rows } = await tx.query<{ invoked: boolean }>(
+    `WITH ${dropRunWorkCtes('true', "EXISTS (SELECT 1 FROM herald_runs WHERE id = $1 AND kind = 'http')")}
+     SELECT EXISTS (SELECT 1 FROM herald_runs WHERE id = $1 AND kind = 'http' AND config ? 'invoker') AS invoked`,
     [runId, runJobKey(runId)],
   );
+  if (rows[0]?.invoked) await reportToInvoker(tx, runId);
 }
 
 export interface RunFilter {
@@ -181,6 +203,7 @@ export async function getSteps(db: Queryable, runId: string): Promise<StepRow[]>
   const { rows } = await db.query<StepRow>(
     `SELECT ${STEP_COLUMNS} FROM herald_steps WHERE run_id = $1 ORDER BY seq`,
     [runId],
+    { prepare: true },
   );
   return rows.map(normalizeBytes);
 }
