@@ -6,6 +6,7 @@ import { Hono } from 'hono';
 import { Client, serve as serveWorkflow, WorkflowNonRetryableError } from '@upstash/workflow';
 import { createWorkflow, serveMany } from '@upstash/workflow/hono';
 import { defineConfig, rule, workflow, z } from '../../src/index.ts';
+import { getMessages } from '../../src/storage/queries/http-workflows.ts';
 import { getRun } from '../../src/storage/queries/workflows.ts';
 import { eventually } from '../helpers/herald.ts';
 import { createWorkflowHerald, QSTASH_TOKEN, type WorkflowHerald } from '../helpers/workflow.ts';
@@ -230,11 +231,14 @@ describe('@upstash/workflow serve() against herald', () => {
     // sleepUntil, then parallel branches where one runs and one waits for an event.
     routes.set(
       '/timing',
-      serveWorkflow<{ key: string; until: number }>(
+      serveWorkflow<{ key: string; until: number; xDelayMs?: number }>(
         async (context) => {
           await context.sleepUntil('until', context.requestPayload.until);
           const [x, w] = await Promise.all([
-            context.run('x', () => 'X'),
+            context.run('x', async () => {
+              await new Promise((r) => setTimeout(r, context.requestPayload.xDelayMs ?? 0));
+              return 'X';
+            }),
             context.waitForEvent('w', `par-${context.requestPayload.key}`, { timeout: '1h' }),
           ]);
           return { x, w: w.eventData, slept: Date.now() >= context.requestPayload.until * 1000 };
@@ -515,6 +519,22 @@ describe('@upstash/workflow serve() against herald', () => {
     const run = await settled(workflowRunId);
     assert.equal(run.state, 'completed', run.error ?? '');
     assert.deepEqual(run.result, { x: 'X', w: { go: true }, slept: true });
+  });
+
+  test('a parallel branch whose result lands after its sibling started waiting still completes the run', { timeout: 60_000 }, async () => {
+    // The wait registers first and the run's result arrives later: the resumed wait must come
+    // after that result in the history the SDK is sent, or neither delivery holds both branches.
+    const { workflowRunId } = await client.trigger({ url: `${app.url}/timing`, body: { key: 't2', until: 0, xDelayMs: 500 } });
+    await eventually(async () => (await client.getWaiters({ eventId: 'par-t2' })).length === 1, 20_000);
+    const isResultOfX = (bytes: Buffer | null) => {
+      const step = JSON.parse(bytes?.toString('utf8') || '{}') as { stepName?: string; targetStep?: number };
+      return step.stepName === 'x' && !step.targetStep;
+    };
+    await eventually(async () => (await getMessages(h.db, workflowRunId)).some((m) => isResultOfX(m.output_bytes)), 20_000);
+    await client.notify({ eventId: 'par-t2', eventData: { go: 2 } });
+    const run = await settled(workflowRunId);
+    assert.equal(run.state, 'completed', run.error ?? '');
+    assert.deepEqual(run.result, { x: 'X', w: { go: 2 }, slept: true });
   });
 
   test('client.notify from the SDK wakes a code-first herald workflow too', { timeout: 30_000 }, async () => {

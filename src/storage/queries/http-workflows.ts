@@ -112,13 +112,19 @@ export async function appendMessage(
     extra?: Record<string, unknown>;
   },
 ): Promise<void> {
+  // The run row is locked before the message takes its place (seq) in the history, so the places
+  // of one run's messages follow the order their transactions commit in. Otherwise a message could
+  // commit after one placed behind it, and the deliveries of both would each miss the other: after
+  // parallel branches, the SDK would never be sent a history with every branch's result.
   await tx.query(
-    `WITH s AS (
+    `WITH run AS (SELECT id FROM herald_runs WHERE id = $1 FOR NO KEY UPDATE),
+     s AS (
        INSERT INTO herald_steps (run_id, step_id, type, state, output, output_bytes, attempts, finished_at)
-       VALUES ($1, $2, $3, 'completed', $4::jsonb, $5, 1, now()))
+       SELECT $1::text, $2::text, $3::text, 'completed', $4::jsonb, $5::bytea, 1, now() FROM run)
      INSERT INTO herald_jobs (kind, payload, key, max_attempts, run_at)
-     VALUES ('${RUN_JOB.http}', jsonb_build_object('runId', $1::text, 'messageId', $2::text, 'url', $6::text) || $10::jsonb, $7, $8,
-             coalesce(to_timestamp($9::double precision / 1000), now()))`,
+     SELECT '${RUN_JOB.http}', jsonb_build_object('runId', $1::text, 'messageId', $2::text, 'url', $6::text) || $10::jsonb, $7::text, $8::int,
+            coalesce(to_timestamp($9::double precision / 1000), now())
+     FROM run`,
     [m.runId, m.messageId, m.type, JSON.stringify(m.output), m.body, m.output.destination ?? null, deliveryKey(m.runId, m.messageId),
       m.maxAttempts, m.runAtMs, JSON.stringify(m.extra ?? {})],
   );

@@ -62,12 +62,14 @@ export async function getRun(db: Queryable, id: string): Promise<RunRow | undefi
 }
 
 /**
- * The run, share-locked until the transaction ends: a concurrent cancel or finish (an UPDATE of
- * the row) waits for it, or it waits for them and sees the new state. Writes that must not land
- * on an ended run (a waiter, a kept event) check the state read this way.
+ * The run, locked until the transaction ends: a concurrent cancel or finish (an UPDATE of the row)
+ * waits for it, or it waits for them and sees the new state. Writes that must not land on an ended
+ * run (a waiter, a kept event) check the state read this way. The lock is the one every addition
+ * to an http run's history takes (see appendMessage), so a transaction that reads the run this way
+ * and then appends never has to upgrade its lock (two upgraders would deadlock).
  */
 export async function getRunLocked(tx: Queryable, id: string): Promise<RunRow | undefined> {
-  return (await tx.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1 FOR SHARE`, [id])).rows[0];
+  return (await tx.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1 FOR NO KEY UPDATE`, [id])).rows[0];
 }
 
 /**
@@ -359,22 +361,51 @@ type WaiterSelection =
   | { by: 'due'; limit: number };
 
 /**
+ * Locks the http runs that have waiters in the selection, in id order (so two broadcasts cannot
+ * deadlock), and returns their ids. A resumed http wait joins its run's history, and additions to
+ * one http run's history are serialized on the run row (see appendMessage). The timeout sweep
+ * skips runs that are busy; the next sweep takes them.
+ */
+async function lockHttpWaiterRuns(tx: Queryable, sel: Exclude<WaiterSelection, { by: 'run' }>): Promise<string[]> {
+  const waiters =
+    sel.by === 'event'
+      ? `SELECT run_id FROM herald_waiters WHERE event_id = $1 AND step IS NOT NULL`
+      : `SELECT run_id FROM herald_waiters WHERE deadline_at <= now() AND step IS NOT NULL ORDER BY deadline_at LIMIT $1`;
+  const { rows } = await tx.query<{ id: string }>(
+    `SELECT r.id FROM herald_runs r WHERE r.id IN (${waiters})
+     ORDER BY r.id FOR NO KEY UPDATE OF r ${sel.by === 'due' ? 'SKIP LOCKED' : ''}`,
+    [sel.by === 'event' ? sel.eventId : sel.limit],
+  );
+  return rows.map((r) => r.id);
+}
+
+/**
  * Resumes waiters, exactly once each: DELETE … RETURNING has one winner per waiter, whether the
  * racers are two notifies or a notify and the timeout sweep. In the same statement each winner's
  * step is completed with the notify body (or as timed out) and its run is queued to continue.
+ *
+ * The completed step takes a new place (seq) at the end of its run's history: an @upstash/workflow
+ * app is sent the history up to the message it delivers, and a wait that registered before a
+ * parallel branch's result but resumed after it must come after that result, or no delivery would
+ * ever hold both branches and the run would stall. For the same reason an http run is locked
+ * while its wait resumes (the run-scoped notify holds the lock already: getRunLocked); a waiter
+ * of an http run registered after the lock was taken waits for the next notify.
  */
 export async function resumeWaiters(
   tx: Queryable,
   sel: WaiterSelection,
   payload: { body: Buffer; contentType: string | null } | { timeout: true },
 ): Promise<ResumedWaiter[]> {
+  const httpRuns = sel.by === 'run' ? null : await lockHttpWaiterRuns(tx, sel);
+  const ofLockedRun = `(step IS NULL OR run_id = ANY($2::text[]))`;
   const where =
     sel.by === 'event'
-      ? `event_id = $1`
+      ? `event_id = $1 AND ${ofLockedRun}`
       : sel.by === 'run'
         ? `run_id = $1 AND event_id = $2`
-        : `id IN (SELECT id FROM herald_waiters WHERE deadline_at <= now() ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED)`;
-  const params: unknown[] = sel.by === 'event' ? [sel.eventId] : sel.by === 'run' ? [sel.runId, sel.eventId] : [sel.limit];
+        : `id IN (SELECT id FROM herald_waiters WHERE deadline_at <= now() AND ${ofLockedRun}
+                  ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED)`;
+  const params: unknown[] = sel.by === 'event' ? [sel.eventId, httpRuns] : sel.by === 'run' ? [sel.runId, sel.eventId] : [sel.limit, httpRuns];
   const timedOut = 'timeout' in payload;
   const p = params.length;
   params.push(timedOut ? null : payload.body, timedOut ? null : payload.contentType, timedOut);
@@ -384,7 +415,7 @@ export async function resumeWaiters(
        RETURNING run_id, step_id, event_id, url, headers, deadline_at, timeout, timeout_url, timeout_body,
                  timeout_headers, step, id, 'msg_' || replace(gen_random_uuid()::text, '-', '') AS message_id),
      s AS (
-       UPDATE herald_steps st SET state = 'completed', finished_at = now(), attempts = 1,
+       UPDATE herald_steps st SET seq = DEFAULT, state = 'completed', finished_at = now(), attempts = 1,
          output = jsonb_build_object('eventId', w.event_id, 'timeout', $${p + 3}::boolean,
                                      'timeoutDuration', w.timeout, 'messageId', w.message_id, 'step', w.step),
          output_bytes = $${p + 1}::bytea, content_type = $${p + 2}::text
