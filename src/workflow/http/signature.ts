@@ -7,6 +7,18 @@ import { SignJWT } from 'jose';
  * base64url SHA-256 of the exact body sent. The SDK's Receiver verifies it with the current key,
  * then the next.
  */
+/** Signing keys, imported once each (jose imports raw bytes again on every signature). */
+const keys = new Map<string, Promise<CryptoKey>>();
+function hmacKey(key: string): Promise<CryptoKey> {
+  let k = keys.get(key);
+  if (!k) {
+    if (keys.size >= 8) keys.clear(); // rotated keys: only the current few are ever in use
+    k = crypto.subtle.importKey('raw', new TextEncoder().encode(key), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    keys.set(key, k);
+  }
+  return k;
+}
+
 export async function upstashSignature(key: string, url: string, body: string | Buffer): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ body: createHash('sha256').update(body).digest('base64url') })
@@ -17,5 +29,5 @@ export async function upstashSignature(key: string, url: string, body: string | 
     .setNotBefore(now)
     .setExpirationTime(now + 300)
     .setJti(`jwt_${randomUUID().replace(/-/g, '')}`)
-    .sign(new TextEncoder().encode(key));
+    .sign(await hmacKey(key));
 }

@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { test } from 'node:test';
+import { SignJWT } from 'jose';
+import { verifyHs256 } from '../../src/http/middleware/hs256.ts';
+
+const SECRET = Buffer.from('test-hs256-secret-0123456789-0123456789');
+const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+/** A token signed by hand, so headers and claims jose would refuse to produce can be tried. */
+const forge = (header: unknown, claims: unknown, secret = SECRET) => {
+  const signingInput = `${b64(header)}.${b64(claims)}`;
+  return `${signingInput}.${createHmac('sha256', secret).update(signingInput).digest('base64url')}`;
+};
+const now = Math.floor(Date.now() / 1000);
+
+test('a token signed by jose verifies, with its claims', async () => {
+  const token = await new SignJWT({ sub: 'u1', role: 'authenticated' }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setIssuedAt().setExpirationTime('1h').sign(SECRET);
+  const claims = verifyHs256(token, SECRET);
+  assert.equal(claims.sub, 'u1');
+  assert.equal(claims.role, 'authenticated');
+});
+
+test('refused: another secret, a changed payload, a changed signature', () => {
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1' }, Buffer.from('another-secret-another-secret-12345')), SECRET), /signature/);
+  const [h, , s] = forge({ alg: 'HS256' }, { sub: 'u1' }).split('.');
+  assert.throws(() => verifyHs256(`${h}.${b64({ sub: 'admin' })}.${s}`, SECRET), /signature/);
+  assert.throws(() => verifyHs256(`${h}.${b64({ sub: 'u1' })}.${s!.slice(0, -2)}`, SECRET), /signature/);
+  assert.throws(() => verifyHs256(`${h}.${b64({ sub: 'u1' })}.`, SECRET), /signature/);
+});
+
+test('refused: any alg but HS256 (none, HS512, RS256), and crit extensions', () => {
+  for (const alg of ['none', 'HS512', 'RS256', undefined]) {
+    assert.throws(() => verifyHs256(forge({ alg }, { sub: 'u1' }), SECRET), /alg/, String(alg));
+  }
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256', crit: ['b64'], b64: false }, { sub: 'u1' }), SECRET), /crit/);
+});
+
+test('time claims: expired, not yet valid and non-numeric ones are refused', () => {
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1', exp: now - 1 }), SECRET), /exp/);
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1', exp: now }), SECRET), /exp/, 'exp is exclusive');
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1', nbf: now + 60 }), SECRET), /nbf/);
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1', exp: String(now + 60) }), SECRET), /exp/);
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1', iat: 'yesterday' }), SECRET), /iat/);
+  assert.equal(verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1', exp: now + 60, nbf: now, iat: now }), SECRET).sub, 'u1');
+  assert.equal(verifyHs256(forge({ alg: 'HS256' }, { sub: 'u1' }), SECRET).sub, 'u1', 'no exp: valid (as jose)');
+});
+
+test('refused: parts that are not base64url JSON objects', () => {
+  assert.throws(() => verifyHs256('a.b', SECRET), /compact/);
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, ['sub']), SECRET), /payload is not a JSON object/);
+  assert.throws(() => verifyHs256(forge({ alg: 'HS256' }, 'u1'), SECRET), /payload is not a JSON object/);
+  const input = `${Buffer.from('{not json').toString('base64url')}.${b64({ sub: 'u1' })}`;
+  assert.throws(() => verifyHs256(`${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`, SECRET), /header is not base64url JSON/);
+});
