@@ -361,7 +361,7 @@ type WaiterSelection =
   | { by: 'due'; limit: number };
 
 /**
- * Locks the http runs that have waiters in the selection, in id order (so two broadcasts cannot
+ * Locks the http runs that have waiters in the selection (waiters with a `step`), in id order (so two broadcasts cannot
  * deadlock), and returns their ids. A resumed http wait joins its run's history, and additions to
  * one http run's history are serialized on the run row (see appendMessage). The timeout sweep
  * skips runs that are busy; the next sweep takes them.
@@ -397,6 +397,8 @@ export async function resumeWaiters(
   payload: { body: Buffer; contentType: string | null } | { timeout: true },
 ): Promise<ResumedWaiter[]> {
   const httpRuns = sel.by === 'run' ? null : await lockHttpWaiterRuns(tx, sel);
+  // Only an http run's waiter carries the SDK's step (see insertWaiter): a code run's waiter is
+  // resumed unlocked (its history is read by step id, not in order), an http run's only if locked.
   const ofLockedRun = `(step IS NULL OR run_id = ANY($2::text[]))`;
   const where =
     sel.by === 'event'
