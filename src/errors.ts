@@ -26,9 +26,26 @@ export class LeaseLostError extends Error {
   override name = 'LeaseLostError';
 }
 
+/**
+ * `instanceof` for the errors a user's config throws. The config is bundled on its own (see
+ * config/load-config.ts), so it holds its own copy of these classes; a registry symbol marks every
+ * copy, and the check accepts any of them. Subclasses keep the ordinary prototype check.
+ */
+function brandedInstanceof(base: Function, brand: symbol) {
+  return function (this: Function, value: unknown): boolean {
+    if (this !== base) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+  };
+}
+
+const NON_RETRIABLE = Symbol.for('herald.NonRetriableError');
+const RETRY_AFTER = Symbol.for('herald.RetryAfterError');
+
 /** A job that must not be retried (bad data, unknown kind): it fails at once. */
 export class NonRetriableError extends Error {
   override name = 'NonRetriableError';
+  readonly [NON_RETRIABLE] = true;
+  static override [Symbol.hasInstance] = brandedInstanceof(NonRetriableError, NON_RETRIABLE);
 }
 
 export function coerceError(err: unknown): Error {
@@ -39,6 +56,8 @@ export function coerceError(err: unknown): Error {
 /** A job (or workflow step) asks to be retried after `delayMs`, e.g. a rate-limited dependency. */
 export class RetryAfterError extends Error {
   override name = 'RetryAfterError';
+  readonly [RETRY_AFTER] = true;
+  static override [Symbol.hasInstance] = brandedInstanceof(RetryAfterError, RETRY_AFTER);
   constructor(
     message: string,
     readonly delayMs: number,

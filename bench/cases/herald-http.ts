@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { signXSignature } from '../../src/intake/signing.ts';
+import { compileEntry } from '../lib/compile.ts';
 import { pcts } from '../lib/drive.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';
 import { httpLoad, type PreparedRequest } from '../lib/http-load.ts';
@@ -17,8 +18,8 @@ const SERVER = fileURLToPath(new URL('../http-server.ts', import.meta.url));
 type Cmd = ServerCommand extends infer C ? (C extends { id: number } ? Omit<C, 'id'> : never) : never;
 
 /** A herald server process (app + worker, like `herald start`) and a typed way to talk to it. */
-async function startServer(cfg: ServerConfig) {
-  const child: ChildProcess = fork(SERVER, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+export async function startServer(cfg: ServerConfig) {
+  const child: ChildProcess = fork(await compileEntry(SERVER), { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const pending = new Map<number, (m: { ok: boolean; result?: unknown; error?: string }) => void>();
   let seq = 0;
   const port = await new Promise<number>((resolve, reject) => {

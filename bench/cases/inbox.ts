@@ -1,13 +1,12 @@
 import http from 'node:http';
-import { serve } from '@hono/node-server';
 import pg from 'pg';
 import { mintUserToken } from '../../src/cli/demo.ts';
-import { createApp } from '../../src/http/app.ts';
 import { pcts } from '../lib/drive.ts';
 import { JWT_SECRET, openHerald, USERS } from '../lib/herald.ts';
 import type { ModeResult } from '../lib/result.ts';
 import { now } from '../lib/stats.ts';
-import { startMeter } from '../lib/usage.ts';
+import { startMeter, type Usage } from '../lib/usage.ts';
+import { startServer } from './herald-http.ts';
 
 const SUBJECT = 'herald inbox';
 
@@ -35,14 +34,15 @@ export async function runInbox(url: string, rows: number, iterations: number, re
     [rows],
   );
   await observer.query('VACUUM ANALYZE notifications');
+  // Flush the build's dirty pages now, not while the latencies are measured.
+  await observer.query('CHECKPOINT');
   const buildMs = now() - t0;
   const note = `table of ${rows.toLocaleString('en-US')} rows built in ${(buildMs / 1000).toFixed(1)} s`;
 
-  const app = createApp(h.engine);
-  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
-  });
-  const port = (server.address() as { port: number }).port;
+  // The HTTP cases talk to a herald server process (app + worker, as `herald start` runs it), so
+  // the server's latency and CPU are not mixed with this process's client work.
+  const server = await startServer({ url });
+  const port = server.port;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const request = (method: string, path: string, token: string) =>
     new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -65,14 +65,19 @@ export async function runInbox(url: string, rows: number, iterations: number, re
     if (warm) for (let i = 0; i < 20; i++) await op(i, mark);
     const lat = new Float64Array(n);
     let failure: string | undefined;
+    const overHttp = mode.startsWith('HTTP');
+    // Over HTTP the node CPU is the server's (its own meter); PG CPU and box load are read here.
     const meter = await startMeter(observer);
+    if (overHttp) await server.call({ cmd: 'meter-start' });
     for (let i = 0; i < n; i++) {
       t = now();
       const bad = await op(i, mark);
       lat[i] = now() - t;
       failure ??= bad;
     }
-    const usage = await meter.stop();
+    const serverUsage = overHttp ? await server.call<Usage>({ cmd: 'meter-stop' }) : undefined;
+    const local = await meter.stop();
+    const usage = serverUsage ? { ...serverUsage, pgCpuMs: local.pgCpuMs, boxBusyPct: local.boxBusyPct, loadGenCpuMs: local.nodeCpuMs } : local;
     report({ subject: SUBJECT, mode, events: n, rate: (n * 1000) / usage.wallMs, ...pcts(lat), usage, verified: failure ?? 'ok', note });
   };
   const user = (i: number) => USERS[i % USERS.length]!;
@@ -124,7 +129,7 @@ export async function runInbox(url: string, rows: number, iterations: number, re
     }
   } finally {
     agent.destroy();
-    server.close();
+    await server.stop();
     await h.close();
     await observer.end();
   }

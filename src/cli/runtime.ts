@@ -11,6 +11,9 @@ import type { Db } from '../storage/db.ts';
 import { migrate } from '../storage/migrate.ts';
 import { openStorage } from '../storage/open.ts';
 
+/** Whether this process runs the compiled build (dist/) or the TypeScript sources (bin/herald.js decides). */
+export const RUNNING_BUILD: 'compiled' | 'source' = import.meta.url.endsWith('.ts') ? 'source' : 'compiled';
+
 /** PGlite's files live in a subdirectory, beside herald's own (dev secrets, pid file). */
 export const pgliteDir = (dataDir: string) => join(dataDir, 'pgdata');
 
@@ -63,7 +66,7 @@ export async function run(rt: Runtime, parts: { http: boolean; worker: boolean }
       });
       server.once('error', reject);
     });
-    rt.log.info({ url }, 'listening');
+    rt.log.info({ build: RUNNING_BUILD, url }, 'listening');
   }
   let worker: Worker | undefined;
   if (parts.worker) {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { distIsFresh } from '../../scripts/dist.mjs';
 import { HERALD_BIN, startHerald } from '../helpers/processes.ts';
 
 const run = promisify(execFile);
@@ -58,6 +59,24 @@ test('herald start serves /healthz and /readyz, and stops cleanly on SIGTERM', {
     await p.kill('SIGTERM');
   }
   assert.equal(p.child.exitCode, 0, p.output());
+});
+
+// npm install builds dist/ (the prepare script); bin/herald.js runs it only while no source file is
+// newer, else the sources, so an edit is never silently ignored.
+test('herald start runs the compiled build when it is current, the sources otherwise', { timeout: 60_000 }, async (t) => {
+  const env = { ...dbEnv(), REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', JWT_SECRET: 'x'.repeat(32), PORT: '0', DATABASE_URL: dbEnv().DATABASE_URL ?? '' };
+  const builds: string[] = [];
+  for (const fromSource of ['', '1']) {
+    const p = startHerald(['start'], { ...env, HERALD_FROM_SOURCE: fromSource });
+    try {
+      builds.push((await p.waitFor(/"build":"(\w+)"[^\n]*"msg":"listening"/))[1]!);
+    } finally {
+      await p.kill('SIGTERM');
+    }
+  }
+  assert.equal(builds[1], 'source');
+  if (!distIsFresh()) return t.skip('dist/ is missing or older than src/ (run npm run build): only the fallback was checked');
+  assert.equal(builds[0], 'compiled');
 });
 
 test('a broken config stops startup with the template error and where it is', async () => {
