@@ -1,6 +1,6 @@
 /**
  * Where herald's time goes per emit. Run
- *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial]
+ *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial] [--no-wakeups]
  * It runs the stream case once — 16 in-process engine.emit callers, or with --http 64 keep-alive
  * clients of a server in this same process (signed, workflow mode), or with --serial one emit at a
  * time, each waiting for its handler to start (unloaded latency) — with the worker running, and
@@ -17,6 +17,7 @@ import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';
 import { signXSignature } from '../src/intake/signing.ts';
 import { openHerald, pingBody, SIGNING_SECRET, trackedWorker } from './lib/herald.ts';
+import { withoutWakeups } from './cases/herald-queue.ts';
 import { httpLoad, type PreparedRequest } from './lib/http-load.ts';
 import { startBenchPostgres } from './lib/postgres.ts';
 import { fmt, now, sleep } from './lib/stats.ts';
@@ -94,7 +95,7 @@ async function main() {
   process.once('SIGTERM', abort);
   try {
     const url = await pgx.createDatabase(name);
-    const h = await openHerald({ databaseUrl: url, wrapDb: counted });
+    const h = await openHerald({ databaseUrl: url, env: argv.includes('--no-wakeups') ? { HERALD_JOB_POLL_MS: '50' } : {}, wrapDb: argv.includes('--no-wakeups') ? (db) => counted(withoutWakeups(db, () => {})) : counted });
     const observer = new pg.Client({ connectionString: url });
     await observer.connect();
     const handled = new Set<string>();

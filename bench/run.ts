@@ -14,6 +14,7 @@ import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ChildReply, ChildTask } from './child.ts';
 import { barsReport } from './lib/bars.ts';
+import { compileEntry } from './lib/compile.ts';
 import { SUBJECTS } from './subjects.ts';
 import { startBenchPostgres, type BenchPostgres } from './lib/postgres.ts';
 import type { ModeResult } from './lib/result.ts';
@@ -23,6 +24,7 @@ import { markdownTable, summarise } from './lib/table.ts';
 const ORDER = ['raw', 'graphile-default', 'graphile-batched', 'pgboss', 'herald', 'herald-wakeups', 'herald-http', 'herald-pglite', 'herald-fanout', 'herald-inbox'];
 const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
 const CHILD_TIMEOUT_MS = 300_000;
+let childEntry = CHILD;
 
 function parseArgs(argv: string[]) {
   const opt = (name: string) => {
@@ -58,7 +60,7 @@ process.once('SIGTERM', () => void shutdown(143));
 
 function runChild(task: ChildTask): Promise<ChildReply> {
   return new Promise((resolve) => {
-    const child = fork(CHILD, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(childEntry, { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     current = child;
     let reply: ChildReply | undefined;
     const timer = setTimeout(() => {
@@ -78,6 +80,8 @@ function runChild(task: ChildTask): Promise<ChildReply> {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const started = Date.now();
+  // Every case runs herald's compiled build (dist/, rebuilt if a source is newer), as production does.
+  childEntry = await compileEntry(CHILD);
   pgx = await startBenchPostgres({ mode: args.pg });
   const results: ModeResult[] = [];
   const failures: string[] = [];

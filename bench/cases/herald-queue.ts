@@ -130,7 +130,7 @@ export async function verifyRows(
 }
 
 /** The same Db with herald's wake-ups removed: pg_notify in statements and Db.wake (polling only). */
-function withoutWakeups(db: Db, counted: () => void): Db {
+export function withoutWakeups(db: Db, counted: () => void): Db {
   const rewrite = (text: string) =>
     text.includes('pg_notify(') ? (counted(), text.replace(/pg_notify\('herald_jobs',\s*''\)/g, '1')) : text;
   const wrap = (q: Queryable): Queryable => ({
@@ -150,13 +150,13 @@ function withoutWakeups(db: Db, counted: () => void): Db {
   };
 }
 
-/** Counts the NOTIFYs on herald's jobs channel while a mode runs (one LISTEN connection). */
+/** Counts the NOTIFYs on herald's job channels while a mode runs (one LISTEN connection). */
 export async function countNotifies(url: string): Promise<{ stop(): Promise<number> }> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   let n = 0;
   c.on('notification', () => n++);
-  await c.query('LISTEN herald_jobs');
+  await c.query('LISTEN herald_jobs; LISTEN herald_jobs_batch');
   return {
     async stop() {
       await sleep(50);

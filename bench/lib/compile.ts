@@ -6,14 +6,18 @@ import { distIsFresh, ROOT } from '../../scripts/dist.mjs';
 
 const OUT_DIR = `${ROOT}bench/.build/`;
 
-/** Imports of herald's sources become imports of dist/, the code `herald start` runs. */
+/**
+ * Imports of herald's sources become imports of dist/, the code `herald start` runs; the repo's
+ * scripts stay where they are (they locate the repository from their own path).
+ */
 const srcToDist: Plugin = {
   name: 'src-to-dist',
   setup(b) {
-    b.onResolve({ filter: /\.ts$/ }, (args) => {
+    b.onResolve({ filter: /\.m?[tj]s$/ }, (args) => {
       const abs = resolve(args.resolveDir, args.path);
-      if (!abs.startsWith(`${ROOT}src/`)) return undefined;
-      return { path: `${ROOT}dist/${abs.slice(ROOT.length + 4).replace(/\.ts$/, '.js')}`, external: true };
+      if (abs.startsWith(`${ROOT}src/`)) return { path: `${ROOT}dist/${abs.slice(ROOT.length + 4).replace(/\.ts$/, '.js')}`, external: true };
+      if (abs.startsWith(`${ROOT}scripts/`)) return { path: abs, external: true };
+      return undefined;
     });
   },
 };

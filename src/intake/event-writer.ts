@@ -1,7 +1,7 @@
 import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts';
 import type { Db } from '../storage/db.ts';
 import { insertWorkflowEvents, type IncomingEvent } from '../storage/queries/events.ts';
-import { JOBS_CHANNEL } from '../storage/queries/jobs.ts';
+import { BATCH_JOBS_CHANNEL } from '../storage/queries/jobs.ts';
 import { EXPAND_EVENT_JOB } from './process-event.ts';
 
 /** Resolves true when the event was stored, false when its idempotency key was already taken. */
@@ -19,7 +19,8 @@ export function createEventWriter(db: Db, opts: { ttlHours: number; maxBatch: nu
     conflictKey: (e) => e.key ?? undefined,
     async flush(events) {
       const stored = await insertWorkflowEvents(db, events, { jobKind: EXPAND_EVENT_JOB, ttlHours: opts.ttlHours });
-      if (stored.size > 0) db.wake(JOBS_CHANNEL);
+      // Only expansion jobs were queued: the batch channel lets a busy worker batch them up.
+      if (stored.size > 0) db.wake(BATCH_JOBS_CHANNEL);
       return events.map((e) => stored.has(e.id));
     },
   });

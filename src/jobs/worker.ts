@@ -11,6 +11,7 @@ import {
   extendLeases,
   failJob,
   holdsLease,
+  BATCH_JOBS_CHANNEL,
   JOBS_CHANNEL,
   type ClaimedJob,
 } from '../storage/queries/jobs.ts';
@@ -86,8 +87,12 @@ export function createWorker(opts: WorkerOptions): Worker {
   let running = false;
   let looping = false;
   let wakeAgain = false;
+  /** Batches running that took more than one job: the worker is under load (see onBatchWork). */
+  let loadedBatches = 0;
+  /** Batchable work announced while a loaded batch was running: claimed when a batch ends. */
+  let batchWorkWaiting = false;
   const timers: NodeJS.Timeout[] = [];
-  let unlisten: (() => Promise<void>) | undefined;
+  const unlisten: (() => Promise<void>)[] = [];
   const log = opts.log.child({ worker: id });
   const maintenance = createMaintenance(opts.db, opts.maintenance, log);
 
@@ -180,16 +185,34 @@ export function createWorker(opts: WorkerOptions): Worker {
   function launch(jobs: ClaimedJob[], work: Promise<void>, batch: boolean): void {
     slots++;
     if (batch) batches++;
+    const loaded = batch && jobs.length > 1;
+    if (loaded) loadedBatches++;
     const done = work.finally(() => {
       slots--;
       if (batch) batches--;
+      if (loaded) loadedBatches--;
       for (const j of jobs) inflight.delete(j.id);
       // Claim again when work may be waiting for this slot (the last claim filled its lanes or
       // the slots), or when a keyed job ended (the next job with its key is claimable only now).
       // Otherwise new work announces itself (wake-up) or the poll finds it.
-      if (running && (backlog || jobs.some((j) => j.key !== null))) void loop();
+      // Batchable work announced meanwhile waited for this moment (see onBatchWork).
+      const waiting = batch && batchWorkWaiting;
+      if (waiting) batchWorkWaiting = false;
+      if (running && (backlog || waiting || jobs.some((j) => j.key !== null))) void loop();
     });
     for (const j of jobs) inflight.set(j.id, done);
+  }
+
+  /**
+   * A wake-up for batchable work. Under load (a running batch took several jobs, i.e. several
+   * group commits queued up while the last claim was in flight) it is claimed when a batch ends,
+   * so everything announced meanwhile goes into one batch; claiming on every group commit made
+   * batches of ~3 jobs and a claim per ~13 events (docs/BENCHMARKS.md). Otherwise — idle, or one
+   * event at a time — it is claimed at once, so unloaded latency is one claim.
+   */
+  function onBatchWork(): void {
+    if (loadedBatches > 0) batchWorkWaiting = true;
+    else void loop();
   }
 
   /** Whether the last claim may have left due jobs behind (it filled a lane or every slot). */
@@ -242,7 +265,8 @@ export function createWorker(opts: WorkerOptions): Worker {
     async start() {
       running = true;
       // LISTEN only wakes workers early; the poll below finds work even if a NOTIFY is missed.
-      unlisten = await opts.db.listen(JOBS_CHANNEL, () => void loop());
+      unlisten.push(await opts.db.listen(JOBS_CHANNEL, () => void loop()));
+      unlisten.push(await opts.db.listen(BATCH_JOBS_CHANNEL, onBatchWork));
       timers.push(setInterval(() => void loop(), opts.pollMs));
       timers.push(
         setInterval(() => {
@@ -258,7 +282,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       running = false;
       for (const t of timers) clearInterval(t);
       timers.length = 0;
-      await unlisten?.();
+      for (const stop of unlisten.splice(0)) await stop();
       // A claim already in flight may still start jobs: let it finish, then wait for all of them.
       await claiming?.catch(() => {});
       const all = Promise.allSettled([...inflight.values(), maintenance.idle()]);

@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BATCH_JOBS_CHANNEL, jobCounts } from '../../src/storage/queries/jobs.ts';
+import { BACKEND } from '../helpers/db.ts';
+import { createTestHerald, eventually, type TestHerald } from '../helpers/herald.ts';
+
+// How a worker answers wake-ups for batchable work (what the group-commit writer sends after each
+// flush): at once when idle or when only single-job batches run, but under load (a running batch
+// took several jobs) the work announced meanwhile is claimed when a batch ends, as one batch.
+// Polling is set to 10 minutes, so every claim here comes from a wake-up or a batch ending.
+// Postgres only: PGlite has one connection, which a running batch's transaction holds, so no
+// work can be queued while a batch runs there.
+const skip = BACKEND === 'pglite' ? 'PGlite has one connection: nothing can be queued while a batch transaction holds it' : false;
+
+let h: TestHerald;
+before(async () => {
+  h = await createTestHerald({ env: { HERALD_JOB_POLL_MS: '600000' } });
+});
+after(async () => h?.close());
+
+/** Queues `n` jobs of the batchable kind without a NOTIFY, then announces them like the writer. */
+async function announce(n: number): Promise<void> {
+  await h.db.query(`INSERT INTO herald_jobs (kind, payload) SELECT 'bx', jsonb_build_object('i', g) FROM generate_series(1, $1::int) g`, [n]);
+  h.db.wake(BATCH_JOBS_CHANNEL);
+}
+
+async function gatedWorker() {
+  await h.db.query(`DELETE FROM herald_jobs`); // a clean queue, whatever an earlier test left
+  const batches: number[] = [];
+  const gates: (() => void)[] = [];
+  const worker = h.engine.createWorker({
+    handlers: {
+      bx: {
+        run: async () => {},
+        batch: async (_tx, payloads) => {
+          batches.push(payloads.length);
+          await new Promise<void>((release) => gates.push(release));
+        },
+      },
+    },
+  });
+  const releaseAll = () => gates.splice(0).forEach((release) => release());
+  return { worker, batches, releaseAll };
+}
+
+test('under load, work announced while a multi-job batch runs is claimed when it ends, in one batch', { skip }, async () => {
+  const { worker, batches, releaseAll } = await gatedWorker();
+  await worker.start();
+  try {
+    await announce(3);
+    await eventually(async () => batches.length === 1);
+    assert.deepEqual(batches, [3]);
+
+    // Five flushes while that batch runs: a free batch lane exists, yet nothing is claimed yet.
+    for (let i = 0; i < 5; i++) await announce(1);
+    await sleep(300);
+    assert.deepEqual(batches, [3], 'no claim while the loaded batch runs');
+
+    releaseAll();
+    await eventually(async () => batches.length === 2);
+    assert.deepEqual(batches, [3, 5], 'the five announced jobs went into one batch');
+    releaseAll();
+    await eventually(async () => Object.keys(await jobCounts(h.db)).length === 0);
+  } finally {
+    releaseAll();
+    await worker.stop();
+  }
+});
+
+test('one event at a time (single-job batches), each announcement is claimed at once', { skip }, async () => {
+  const { worker, batches, releaseAll } = await gatedWorker();
+  await worker.start();
+  try {
+    await announce(1);
+    await eventually(async () => batches.length === 1);
+    // The first batch still runs: the next announcement takes the second lane at once.
+    await announce(1);
+    await eventually(async () => batches.length === 2, 2_000);
+    assert.deepEqual(batches, [1, 1]);
+    releaseAll();
+    await eventually(async () => Object.keys(await jobCounts(h.db)).length === 0);
+  } finally {
+    releaseAll();
+    await worker.stop();
+  }
+});
