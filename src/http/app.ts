@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { coerceError } from '../errors.ts';
 import type { Engine } from '../engine.ts';
 import type { AppEnv } from './context.ts';
@@ -16,6 +15,7 @@ import { notifyRoutes } from './routes/notify.ts';
 import { qstashRoutes } from './routes/qstash.ts';
 import { dlqRoutes } from './routes/qstash-dlq.ts';
 import { bearerToken } from './middleware/bearer-token.ts';
+import { bodyLimit } from './middleware/body-limit.ts';
 import { userRoutes } from './routes/users.ts';
 import { workflowRoutes } from './routes/workflows.ts';
 
