@@ -50,9 +50,9 @@ function counted(db: Db): Db {
     ...db,
     ...wrap(db),
     kind: db.kind,
-    transaction: (fn) => {
+    transaction: (fn, o) => {
       transactions++;
-      return db.transaction((tx) => fn(wrap(tx)));
+      return db.transaction((tx) => fn(wrap(tx)), o);
     },
     withAdvisoryLock: (k, fn) => db.withAdvisoryLock(k, fn),
     listen: (c, fn) => db.listen(c, fn),

@@ -141,7 +141,7 @@ export function withoutWakeups(db: Db, counted: () => void): Db {
     ...db,
     ...wrap(db),
     kind: db.kind,
-    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    transaction: (fn, o) => db.transaction((tx) => fn(wrap(tx)), o),
     withAdvisoryLock: (key, fn) => db.withAdvisoryLock(key, fn),
     listen: (ch, fn) => db.listen(ch, fn),
     // Off means off: no in-memory wake-ups either, only the worker's polling.

@@ -1,5 +1,5 @@
 import type { Db, Queryable } from '../storage/db.ts';
-import { becomeUser } from '../storage/queries/session.ts';
+import { becomeUserSql } from '../storage/queries/session.ts';
 
 /** Claims from a verified JWT; `sub` is the user id that RLS checks every row against. */
 export interface UserClaims {
@@ -12,8 +12,5 @@ export interface UserClaims {
  * notifications policies. Identity cannot outlive the transaction (see becomeUser).
  */
 export function asUser<T>(db: Db, claims: UserClaims, fn: (tx: Queryable) => Promise<T>): Promise<T> {
-  return db.transaction(async (tx) => {
-    await becomeUser(tx, claims);
-    return fn(tx);
-  });
+  return db.transaction(fn, { begin: becomeUserSql(claims) });
 }

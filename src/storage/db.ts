@@ -25,8 +25,12 @@ export interface Queryable {
 
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
-  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. `begin` is
+   * parameterless SQL that opens the transaction with BEGIN, in the same round trip on Postgres
+   * (the inbox's per-request identity, see queries/session.ts).
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: { begin?: string }): Promise<T>;
   /**
    * Holds a session-level advisory lock for the duration of `fn` (on one connection), so several
    * processes starting at once migrate one after another.

@@ -49,12 +49,9 @@ async function inRolledBackTx<T>(db: Db, fn: (tx: Queryable) => Promise<T>): Pro
   return out as T;
 }
 
-/** One request as end user `sub`, the way the server does it (becomeUser inside a transaction). */
-function asSub<T>(db: Db, sub: string, fn: (tx: Queryable) => Promise<T>): Promise<T> {
-  return db.transaction(async (tx) => {
-    await becomeUser(tx, { sub, role: 'authenticated' });
-    return fn(tx);
-  });
+/** One request as end user `sub`, the way the server does it (asUser: identity set with BEGIN). */
+function asSub<T>(db: Db, sub: string, fn: (tx: Queryable) => Promise<T>, claims: Record<string, unknown> = {}): Promise<T> {
+  return asUser(db, { ...claims, sub, role: 'authenticated' }, fn);
 }
 
 /** A transaction as role herald_user with arbitrary settings (claims text, claim.sub), or none. */
@@ -305,6 +302,18 @@ describe('RLS matrix through SQL as herald_user', () => {
     }
     assert.equal((await truth(h, A)).length, 2, 'nothing was deleted');
     assert.ok((await truth(h, A)).every((r) => r.read_at === null), 'nothing was marked read');
+  });
+
+  test('claims reach Postgres exactly as signed, whatever quotes and backslashes they hold', async () => {
+    const tricky = { name: `O'Brien \\ "q" ');  DROP TABLE notifications; --`, path: 'C:\\x\\\'y', nl: 'a\nb', uni: 'ñ ✓' };
+    const seen = await asSub(h.db, A, async (tx) => {
+      const claims = (await tx.query<{ c: Record<string, unknown> }>(`SELECT current_setting('request.jwt.claims')::jsonb AS c`)).rows[0]!.c;
+      const ids = (await tx.query<{ id: string }>(`SELECT id FROM notifications`)).rows.map((r) => r.id);
+      return { claims, ids };
+    }, tricky);
+    assert.deepEqual(seen.claims, { ...tricky, sub: A, role: 'authenticated' });
+    assert.deepEqual(seen.ids.sort(), [...aIds].sort(), 'still exactly A\'s rows');
+    assert.equal((await truth(h, A)).length, 2, 'nothing was dropped or deleted');
   });
 
   test('an upper-case sub is the same user (uuid comparison), not a different one', async () => {

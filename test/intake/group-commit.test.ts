@@ -105,9 +105,9 @@ function counting(db: Db) {
   const wrapped: Db = {
     ...wrap(db),
     kind: db.kind,
-    transaction: (fn) => {
+    transaction: (fn, o) => {
       counts.transactions++;
-      return db.transaction((tx) => fn(wrap(tx)));
+      return db.transaction((tx) => fn(wrap(tx)), o);
     },
     withAdvisoryLock: (key, fn) => db.withAdvisoryLock(key, fn),
     listen: (ch, fn) => db.listen(ch, fn),

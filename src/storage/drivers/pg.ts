@@ -102,10 +102,10 @@ export function openPg(opts: PgOptions): Db {
   return {
     kind: 'postgres',
     ...wrap(pool),
-    async transaction(fn) {
+    async transaction(fn, opts) {
       const client = await pool.connect();
       try {
-        await client.query('BEGIN');
+        await client.query(opts?.begin ? `BEGIN; ${opts.begin}` : 'BEGIN');
         const result = await fn(wrap(client));
         await client.query('COMMIT');
         return result;

@@ -25,7 +25,11 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const db: Db = {
     kind: 'pglite',
     ...wrap(pglite),
-    transaction: (fn) => pglite.transaction((tx) => fn(wrap(tx))),
+    transaction: (fn, opts) =>
+      pglite.transaction(async (tx) => {
+        if (opts?.begin) await tx.exec(opts.begin);
+        return fn(wrap(tx));
+      }),
     // One process owns a PGlite directory, so the lock is uncontended; it is still taken so the
     // migration code path is the same on both backends.
     async withAdvisoryLock(key, fn) {

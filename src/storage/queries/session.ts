@@ -1,3 +1,4 @@
+import pg from 'pg';
 import type { Queryable } from '../db.ts';
 
 /**
@@ -7,9 +8,15 @@ import type { Queryable } from '../db.ts';
  * never leak to the next request on a pooled connection.
  */
 export async function becomeUser(tx: Queryable, claims: Record<string, unknown>): Promise<void> {
-  await tx.query(
-    `SELECT set_config('role', 'herald_user', true), set_config('request.jwt.claims', $1, true)`,
-    [JSON.stringify(claims)],
-    { prepare: true },
-  );
+  await tx.exec(becomeUserSql(claims));
+}
+
+/**
+ * becomeUser as parameterless SQL, for Db.transaction's `begin`: sent with BEGIN in one round trip
+ * (the inbox answers each request in three instead of four). The claims come from a verified JWT
+ * and are quoted with pg's escapeLiteral (doubled quotes; backslashes doubled under E'' so the
+ * literal means the same whatever standard_conforming_strings says).
+ */
+export function becomeUserSql(claims: Record<string, unknown>): string {
+  return `SELECT set_config('role', 'herald_user', true), set_config('request.jwt.claims', ${pg.escapeLiteral(JSON.stringify(claims))}, true)`;
 }
