@@ -27,9 +27,11 @@ export class LeaseLostError extends Error {
 }
 
 /**
- * `instanceof` for the errors a user's config throws. The config is bundled on its own (see
- * config/load-config.ts), so it holds its own copy of these classes; a registry symbol marks every
- * copy, and the check accepts any of them. Subclasses keep the ordinary prototype check.
+ * `instanceof` for the errors a user's workflow code throws. A config normally gets the engine's
+ * own classes (config/load-config.ts maps `herald` to the running module), but a second copy of
+ * herald (a duplicate install, a deep import bundled into the config) would bring its own; a
+ * registry symbol marks every copy, and the check accepts any of them. Subclasses keep the
+ * ordinary prototype check.
  */
 function brandedInstanceof(base: Function, brand: symbol) {
   return function (this: Function, value: unknown): boolean {
