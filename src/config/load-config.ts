@@ -60,7 +60,7 @@ const SOURCE_ENTRY = fileURLToPath(new URL('../../src/index.ts', import.meta.url
  * imports resolve from the user's node_modules, imported, and deleted. A registered loader (tsx)
  * would cost the server a hooks thread and ~30 MB for the whole process lifetime, for one file
  * read once. The bundle is ESM whatever the project's package.json says, so CommonJS projects
- * work too.
+ * work too. Where the config's directory is not writable, tsx loads it instead.
  */
 async function importTypeScript(path: string): Promise<{ default?: HeraldConfig }> {
   const esbuild = await import('esbuild');
@@ -88,7 +88,15 @@ async function importTypeScript(path: string): Promise<{ default?: HeraldConfig 
     if (--bundling === 0) await esbuild.stop();
   }
   const out = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2, 8)}.mjs`);
-  await writeFile(out, code);
+  try {
+    await writeFile(out, code);
+  } catch (err) {
+    // A read-only application directory (a container running as a non-root user, a read-only
+    // root filesystem): load through tsx's scoped loader instead, which needs no file.
+    if (!['EACCES', 'EPERM', 'EROFS'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    const { tsImport } = await import('tsx/esm/api');
+    return tsImport(pathToFileURL(path).href, import.meta.url);
+  }
   try {
     return await import(pathToFileURL(out).href);
   } finally {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,4 +112,27 @@ test('the example config loads when the project has none', async () => {
   const loaded = await loadConfig(undefined, join(project, 'node_modules'));
   assert.equal(loaded.isExample, true);
   assert.ok(loaded.rules.rules.has('obra.completed'));
+});
+
+test('a config in a directory the server cannot write to still loads (through tsx)', { skip: process.getuid?.() !== 0 && 'needs root to run the loader as another user' }, async () => {
+  // A container running as a non-root user over root-owned application files: the bundle cannot
+  // be written beside the config. The loader runs as nobody (uid 65534) in a child process.
+  const dir = join(project, 'read-only');
+  await writeProject(dir, {
+    'herald.config.ts': CONFIG.replace("from './templates.ts'", "from '../templates.ts'"),
+    'probe.mts': `import { loadConfig } from ${JSON.stringify(join(REPO, 'src/config/load-config.ts'))};
+const c = await loadConfig(undefined, ${JSON.stringify(dir)});
+console.log(JSON.stringify([...c.rules.rules.keys()]));
+`,
+  });
+  await chmod(project, 0o755);
+  await chmod(dir, 0o755);
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', import.meta.resolve('tsx'), join(dir, 'probe.mts')], {
+    cwd: dir,
+    uid: 65534,
+    gid: 65534,
+    env: { PATH: process.env.PATH ?? '', HOME: '/tmp' },
+  });
+  assert.deepEqual(JSON.parse(stdout.trim().split('\n').at(-1)!), ['user.welcomed']);
+  assert.deepEqual((await readdir(dir)).sort(), ['herald.config.ts', 'probe.mts']);
 });
