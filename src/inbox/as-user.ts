@@ -9,7 +9,7 @@ export interface UserClaims {
 
 /**
  * Runs `fn` as the end user, in its own transaction, so every row it touches passes through the
- * notifications policies. Identity cannot outlive the transaction (see becomeUser).
+ * notifications policies. Identity cannot outlive the transaction (see becomeUserSql).
  */
 export function asUser<T>(db: Db, claims: UserClaims, fn: (tx: Queryable) => Promise<T>): Promise<T> {
   return db.transaction(fn, { begin: becomeUserSql(claims) });

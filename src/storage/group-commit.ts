@@ -1,9 +1,10 @@
 /**
  * Application-level group commit. Concurrent callers each submit one item; items that arrive
  * while a flush is in flight are coalesced into the next flush, which writes them all with one
- * statement (one COMMIT, one WAL flush, at most one wake-up after it). Each caller's promise settles only after the
- * flush that carried its item committed, so acknowledging it is as durable as a transaction of
- * its own — but at a fraction of the round trips and fsyncs (see docs/BENCHMARKS.md).
+ * statement (one COMMIT, one WAL flush, at most one wake-up after it). Each caller's promise
+ * settles only after the flush that carried its item committed, so acknowledging it is as durable
+ * as a transaction of its own — but at a fraction of the round trips and fsyncs (see
+ * docs/BENCHMARKS.md).
  *
  * There is no timer: a flush starts at the end of the event-loop turn in which items arrived, as
  * soon as a writer slot is free, so an idle system adds no latency and a busy one batches exactly

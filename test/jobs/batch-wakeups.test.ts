@@ -25,7 +25,11 @@ async function announce(n: number): Promise<void> {
   h.db.wake(BATCH_JOBS_CHANNEL);
 }
 
-async function gatedWorker() {
+/**
+ * Runs `body` with a started worker whose batches of `bx` jobs each wait until released (`batches`
+ * holds their sizes, in order); afterwards releases them all and checks the queue emptied.
+ */
+async function withGatedWorker(body: (w: { batches: number[]; releaseAll: () => void }) => Promise<void>): Promise<void> {
   await h.db.query(`DELETE FROM herald_jobs`); // a clean queue, whatever an earlier test left
   const batches: number[] = [];
   const gates: (() => void)[] = [];
@@ -41,13 +45,19 @@ async function gatedWorker() {
     },
   });
   const releaseAll = () => gates.splice(0).forEach((release) => release());
-  return { worker, batches, releaseAll };
-}
-
-test('under load, work announced while a multi-job batch runs is claimed when it ends, in one batch', { skip }, async () => {
-  const { worker, batches, releaseAll } = await gatedWorker();
   await worker.start();
   try {
+    await body({ batches, releaseAll });
+    releaseAll();
+    await eventually(async () => Object.keys(await jobCounts(h.db)).length === 0);
+  } finally {
+    releaseAll();
+    await worker.stop();
+  }
+}
+
+test('under load, work announced while a multi-job batch runs is claimed when it ends, in one batch', { skip }, () =>
+  withGatedWorker(async ({ batches, releaseAll }) => {
     await announce(3);
     await eventually(async () => batches.length === 1);
     assert.deepEqual(batches, [3]);
@@ -60,28 +70,16 @@ test('under load, work announced while a multi-job batch runs is claimed when it
     releaseAll();
     await eventually(async () => batches.length === 2);
     assert.deepEqual(batches, [3, 5], 'the five announced jobs went into one batch');
-    releaseAll();
-    await eventually(async () => Object.keys(await jobCounts(h.db)).length === 0);
-  } finally {
-    releaseAll();
-    await worker.stop();
-  }
-});
+  }),
+);
 
-test('one event at a time (single-job batches), each announcement is claimed at once', { skip }, async () => {
-  const { worker, batches, releaseAll } = await gatedWorker();
-  await worker.start();
-  try {
+test('one event at a time (single-job batches), each announcement is claimed at once', { skip }, () =>
+  withGatedWorker(async ({ batches }) => {
     await announce(1);
     await eventually(async () => batches.length === 1);
     // The first batch still runs: the next announcement takes the second lane at once.
     await announce(1);
     await eventually(async () => batches.length === 2, 2_000);
     assert.deepEqual(batches, [1, 1]);
-    releaseAll();
-    await eventually(async () => Object.keys(await jobCounts(h.db)).length === 0);
-  } finally {
-    releaseAll();
-    await worker.stop();
-  }
-});
+  }),
+);

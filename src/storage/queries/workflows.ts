@@ -361,8 +361,8 @@ type WaiterSelection =
   | { by: 'due'; limit: number };
 
 /**
- * Locks the http runs that have waiters in the selection (waiters with a `step`), in id order (so two broadcasts cannot
- * deadlock), and returns their ids. A resumed http wait joins its run's history, and additions to
+ * Locks the http runs that have waiters in the selection (waiters with a `step`), in id order (so
+ * two broadcasts cannot deadlock), and returns their ids. A resumed http wait joins its run's history, and additions to
  * one http run's history are serialized on the run row (see appendMessage). The timeout sweep
  * skips runs that are busy; the next sweep takes them.
  */

@@ -1,12 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 
-/**
- * `Upstash-Signature` for a delivery, as QStash signs it: an HS256 JWT with the signing key as the
- * secret, `iss: "Upstash"`, `sub` the destination URL, a 5-minute lifetime, and `body` the
- * base64url SHA-256 of the exact body sent. The SDK's Receiver verifies it with the current key,
- * then the next.
- */
 /** Signing keys, imported once each (jose imports raw bytes again on every signature). */
 const keys = new Map<string, Promise<CryptoKey>>();
 function hmacKey(key: string): Promise<CryptoKey> {
@@ -19,6 +13,12 @@ function hmacKey(key: string): Promise<CryptoKey> {
   return k;
 }
 
+/**
+ * `Upstash-Signature` for a delivery, as QStash signs it: an HS256 JWT with the signing key as the
+ * secret, `iss: "Upstash"`, `sub` the destination URL, a 5-minute lifetime, and `body` the
+ * base64url SHA-256 of the exact body sent. The SDK's Receiver verifies it with the current key,
+ * then the next.
+ */
 export async function upstashSignature(key: string, url: string, body: string | Buffer): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ body: createHash('sha256').update(body).digest('base64url') })
