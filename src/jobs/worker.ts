@@ -12,6 +12,7 @@ import {
   failJob,
   holdsLease,
   BATCH_JOBS_CHANNEL,
+  BATCH_TRANSACTION_SETTINGS,
   JOBS_CHANNEL,
   type ClaimedJob,
 } from '../storage/queries/jobs.ts';
@@ -169,7 +170,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         if (mine.length) await handler.batch!(tx, mine.map((j) => j.payload));
         await completeJobs(tx, [...held]);
         return held;
-      });
+      }, { begin: BATCH_TRANSACTION_SETTINGS });
       for (const job of fresh) {
         if (!held.has(job.id)) log.warn({ jobId: job.id, kind }, 'lease lost; another worker owns the job now');
         opts.onSettled?.(job, held.has(job.id) ? 'completed' : 'lease-lost');

@@ -129,6 +129,16 @@ export async function holdLeases(tx: Queryable, jobs: ClaimedJob[], workerId: st
   return new Set(rows.map((r) => Number(r.id)));
 }
 
+/**
+ * Sent with the BEGIN of a batch transaction. A batch reads and writes its rows by primary key
+ * (jobs, events, users, preferences), through prepared statements whose generic plan Postgres
+ * fixes after five runs — with the statistics of that moment. A young or freshly emptied table
+ * looks tiny then, the plan becomes a sequential scan (or a hash join over one), and it stays
+ * while the table grows: bench/profile.ts found herald_events scanned whole ~0.7 times per batch.
+ * With sequential scans priced out, every plan is an index lookup, whatever the statistics say.
+ */
+export const BATCH_TRANSACTION_SETTINGS = 'SET LOCAL enable_seqscan = off';
+
 /** Deletes finished jobs whose leases this transaction holds (see holdLeases). */
 export async function completeJobs(tx: Queryable, ids: number[]): Promise<void> {
   if (ids.length) await tx.query(`DELETE FROM herald_jobs WHERE id = ANY($1::bigint[])`, [ids], { prepare: true });
