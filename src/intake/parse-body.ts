@@ -12,9 +12,10 @@ function depth(v: unknown, d = 0): number {
 /** Parses a JSON object body, with errors that say what is wrong and no deep-nesting bombs. */
 export function parseJsonObject(raw: Buffer): Record<string, unknown> {
   if (raw.length === 0) throw new ValidationError('request body is empty; expected a JSON object', 'body');
+  const text = raw.toString('utf8');
   let value: unknown;
   try {
-    value = JSON.parse(raw.toString('utf8'));
+    value = JSON.parse(text);
   } catch (err) {
     throw new ValidationError(`request body is not valid JSON: ${(err as Error).message}`, 'body');
   }
@@ -22,7 +23,29 @@ export function parseJsonObject(raw: Buffer): Record<string, unknown> {
     throw new ValidationError('request body must be a JSON object', 'body');
   }
   if (depth(value) > MAX_DEPTH) throw new ValidationError(`request body nests deeper than ${MAX_DEPTH} levels`, 'body');
+  // Only a \u escape can produce either; raw bytes cannot (invalid UTF-8 decodes to U+FFFD).
+  if (text.includes('\\u')) checkStorable(value, '');
   return value as Record<string, unknown>;
+}
+
+const isWellFormed = (s: string) => (s as string & { isWellFormed(): boolean }).isWellFormed();
+
+/**
+ * Postgres text and jsonb cannot hold U+0000 or a lone UTF-16 surrogate: a body carrying either
+ * would be accepted here and then fail to store (a 500). Refuse it up front, saying where.
+ */
+function checkStorable(v: unknown, path: string): void {
+  if (typeof v === 'string') {
+    if (v.includes('\u0000')) throw new ValidationError(`${path} contains a NUL character (\\u0000), which cannot be stored`, path);
+    if (!isWellFormed(v)) throw new ValidationError(`${path} contains an unpaired UTF-16 surrogate, which cannot be stored`, path);
+    return;
+  }
+  if (v === null || typeof v !== 'object') return;
+  for (const [k, x] of Object.entries(v)) {
+    const at = Array.isArray(v) ? `${path}[${k}]` : path ? `${path}.${k}` : k;
+    checkStorable(k, `a key in ${path || 'the body'}`);
+    checkStorable(x, at);
+  }
 }
 
 /** The seed's emit body: `{ type: string, ctx?: object }`. */

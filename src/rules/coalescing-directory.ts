@@ -3,6 +3,22 @@ import type { Directory } from './recipients.ts';
 
 type Lookups = Directory & DeliveryLookups;
 
+/** Groups rows by user id (lower case); the cut for some ids keeps the rows' original order. */
+function rowsByUser<R>(all: R[], userOf: (r: R) => string): (ids: string[]) => R[] {
+  const at = new Map<string, number[]>();
+  all.forEach((r, i) => {
+    const id = userOf(r).toLowerCase();
+    const list = at.get(id);
+    if (list) list.push(i);
+    else at.set(id, [i]);
+  });
+  return (ids) => {
+    const idx = ids.flatMap((id) => at.get(id) ?? []);
+    if (ids.length > 1) idx.sort((a, b) => a - b);
+    return idx.map((i) => all[i]!);
+  };
+}
+
 /**
  * A directory for planning many events at once (an expansion batch): lookups by user id asked in
  * the same turn of the event loop are merged into one query, and every query runs one at a time
@@ -17,14 +33,21 @@ export function coalescingDirectory(inner: Lookups): Lookups {
     return p;
   };
 
-  function byUserIds<T>(fetch: (ids: string[]) => Promise<T>, pick: (all: T, ids: Set<string>) => T) {
+  /**
+   * `picker` indexes one merged answer once and returns how to cut it per caller (a batch has a
+   * caller per event: filtering the whole answer for each was quadratic in the batch size).
+   */
+  function byUserIds<T>(fetch: (ids: string[]) => Promise<T>, picker: (all: T) => (ids: string[]) => T) {
     let pending: { ids: string[]; resolve(v: T): void; reject(e: unknown): void }[] = [];
     const flush = () => {
       const batch = pending;
       pending = [];
       const all = [...new Set(batch.flatMap((b) => b.ids.map((id) => id.toLowerCase())))];
       serial(() => fetch(all)).then(
-        (result) => batch.forEach((b) => b.resolve(pick(result, new Set(b.ids.map((id) => id.toLowerCase()))))),
+        (result) => {
+          const pick = picker(result);
+          for (const b of batch) b.resolve(pick([...new Set(b.ids.map((id) => id.toLowerCase()))]));
+        },
         (err) => batch.forEach((b) => b.reject(err)),
       );
     };
@@ -43,12 +66,12 @@ export function coalescingDirectory(inner: Lookups): Lookups {
   };
 
   return {
-    findUsers: byUserIds(inner.findUsers, (all, ids) => all.filter((u) => ids.has(u.id.toLowerCase()))),
-    preferences: byUserIds(inner.preferences, (all, ids) => all.filter((p) => ids.has(p.user_id.toLowerCase()))),
-    quietHolds: byUserIds(
-      inner.quietHolds,
-      (all, ids) => new Map([...all].filter(([id]) => ids.has(id.toLowerCase()))),
-    ),
+    findUsers: byUserIds(inner.findUsers, (all) => rowsByUser(all, (u) => u.id)),
+    preferences: byUserIds(inner.preferences, (all) => rowsByUser(all, (p) => p.user_id)),
+    quietHolds: byUserIds(inner.quietHolds, (all) => {
+      const byId = new Map([...all].map(([id, hold]) => [id.toLowerCase(), [id, hold] as const]));
+      return (ids) => new Map(ids.flatMap((id) => (byId.has(id) ? [byId.get(id)!] : [])));
+    }),
     tenantMembers: (tenantId) => once(`tenant:${tenantId}`, () => inner.tenantMembers(tenantId)),
     webhookEndpoints: (type, tenantId) => once(`hooks:${type}:${tenantId}`, () => inner.webhookEndpoints(type, tenantId)),
   };

@@ -143,6 +143,20 @@ describe('emit: status codes', () => {
     await expect400('null', /JSON object/);
   });
 
+  test('400 for text Postgres cannot store (U+0000, a lone surrogate), naming where it is', async () => {
+    // Written as JSON escapes, the only way such text can arrive; before this check, the store
+    // failed and the client got a 500.
+    const ctx = (inner: string) => `{"type":"obra.completed","ctx":{"tenantId":"${randomUUID()}","obra":{"id":"o","percentage":100,"name":${inner}}}}`;
+    await expect400(ctx('"a\\u0000b"'), /NUL character/, 'ctx.obra.name');
+    await expect400(ctx('"\\ud800"'), /unpaired UTF-16 surrogate/, 'ctx.obra.name');
+    await expect400(ctx('["ok", "\\udfff x"]'), /unpaired/, 'ctx.obra.name[1]');
+    await expect400('{"type":"obra.completed","ctx":{"k\\u0000":1}}', /NUL/, 'a key in ctx');
+    // A well-formed pair and an escaped backslash are ordinary text.
+    const fine = ctx('"\\ud83d\\ude00 \\\\u0000"');
+    const res = await h.app.request(EMIT, { method: 'POST', body: fine, headers: signedHeaders(fine) });
+    assert.equal(res.status, 200, await res.text());
+  });
+
   test('400 for an unknown event type, naming it', async () => {
     await expect400(JSON.stringify({ type: 'obra.deleted', ctx: {} }), /unknown event type "obra\.deleted"/, 'type');
   });

@@ -22,24 +22,30 @@ export async function insertEventNotifications(db: Queryable, events: EventNotif
   await db.query(`SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, [], {
     prepare: true,
   });
+  // The rows travel as one JSON document: JSON.stringify is native, where ten parallel text
+  // arrays were escaped element by element in JS (pg's arrayString was ~12 µs per row).
   const { rows: inserted } = await db.query<{ event_id: string }>(
     `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
-     SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data::jsonb, t.event_id, t.dedupe_key
-     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[])
-       AS t(id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
+     SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data, t.event_id, t.dedupe_key
+     FROM json_to_recordset($1::json) AS t(id uuid, user_id uuid, tenant_id uuid, title text, body text, type text,
+       action_url text, data jsonb, event_id uuid, dedupe_key text)
      ON CONFLICT (dedupe_key) DO NOTHING
      RETURNING event_id::text`,
     [
-      rows.map(() => uuidv7()),
-      rows.map((r) => r.userId),
-      rows.map((r) => r.tenantId),
-      rows.map((r) => r.title),
-      rows.map((r) => r.body),
-      rows.map((r) => r.type),
-      rows.map((r) => r.actionUrl),
-      rows.map((r) => JSON.stringify(r.data)),
-      rows.map((r) => r.eventId),
-      rows.map((r) => r.dedupeKey),
+      JSON.stringify(
+        rows.map((r) => ({
+          id: uuidv7(),
+          user_id: r.userId,
+          tenant_id: r.tenantId,
+          title: r.title,
+          body: r.body,
+          type: r.type,
+          action_url: r.actionUrl,
+          data: r.data,
+          event_id: r.eventId,
+          dedupe_key: r.dedupeKey,
+        })),
+      ),
     ],
     { prepare: true },
   );
