@@ -4,13 +4,13 @@ import type { Logger } from '../log.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import {
   claimJobs,
+  claimJobsById,
   completeJob,
-  completeJobs,
-  holdLeases,
   deferJob,
   extendLeases,
   failJob,
   holdsLease,
+  takeJobs,
   BATCH_JOBS_CHANNEL,
   BATCH_TRANSACTION_SETTINGS,
   JOBS_CHANNEL,
@@ -38,9 +38,10 @@ export interface JobHandler {
   /** Runs in the transaction that marks the job failed for good (e.g. to fail its workflow run). */
   onFailed?(tx: Queryable, payload: Record<string, unknown>, error: Error): Promise<void>;
   /**
-   * Optional batch form of a transactional handler: many jobs of this kind claimed together, all
-   * their work in one transaction that also completes them. If it throws, the worker runs each of
-   * those jobs alone through `run`, so a bad job fails on its own.
+   * Optional batch form of a transactional handler: many jobs of this kind taken together, all
+   * their work in the one transaction that takes them off the queue (see takeJobs). If it throws,
+   * the transaction rolls back and the worker runs each of those jobs alone through `run`, so a bad
+   * job fails on its own.
    */
   batch?(tx: Queryable, payloads: Record<string, unknown>[]): Promise<void>;
 }
@@ -81,8 +82,10 @@ export function createWorker(opts: WorkerOptions): Worker {
   const batchKind = batchKinds[0] ?? null;
   // Two batches at once keep two connections (both cores of a small box) busy.
   const maxBatches = Math.min(2, concurrency);
-  /** Leases held (for the heartbeat): every claimed job, alone or in a batch. */
+  /** Leases held (for the heartbeat): every job claimed to run alone. */
   const inflight = new Map<number, Promise<void>>();
+  /** Batch lanes running (stop() waits for them; their jobs hold no lease). */
+  const batchTasks = new Set<Promise<void>>();
   let slots = 0;
   let batches = 0;
   let running = false;
@@ -160,48 +163,91 @@ export function createWorker(opts: WorkerOptions): Worker {
     }
   }
 
-  async function runBatch(kind: string, jobs: ClaimedJob[]): Promise<void> {
+  /**
+   * One batch lane's turn: a transaction that takes up to batchSize due jobs of the batch kind
+   * (takeJobs: the row locks are the lease), runs the handler's batch over them and commits, which
+   * completes them. If anything fails the rollback requeues them untouched, and they are claimed
+   * with leases and run one by one, each with its own error, retry and failure record. Returns how
+   * many jobs it took.
+   */
+  async function runBatchLane(kind: string): Promise<number> {
     const handler = opts.handlers[kind]!;
-    const fresh = jobs.filter((j) => j.attempts <= j.max_attempts);
+    let taken: ClaimedJob[] = [];
+    let loaded = false;
     try {
-      const held = await opts.db.transaction(async (tx) => {
-        const held = await holdLeases(tx, fresh, id);
-        const mine = fresh.filter((j) => held.has(j.id));
-        if (mine.length) await handler.batch!(tx, mine.map((j) => j.payload));
-        await completeJobs(tx, [...held]);
-        return held;
-      }, { begin: BATCH_TRANSACTION_SETTINGS });
-      for (const job of fresh) {
-        if (!held.has(job.id)) log.warn({ jobId: job.id, kind }, 'lease lost; another worker owns the job now');
-        opts.onSettled?.(job, held.has(job.id) ? 'completed' : 'lease-lost');
-      }
+      await opts.db.transaction(
+        async (tx) => {
+          taken = await takeJobs(tx, kind, batchSize);
+          if (taken.length > 1) {
+            loaded = true;
+            loadedBatches++;
+          }
+          if (taken.length) await handler.batch!(tx, taken.map((j) => j.payload));
+        },
+        { begin: BATCH_TRANSACTION_SETTINGS },
+      );
+      for (const job of taken) opts.onSettled?.(job, 'completed');
+      return taken.length;
     } catch (err) {
-      log.warn({ kind, jobs: fresh.length, err: coerceError(err).message }, 'batch failed; running its jobs one by one');
-      for (const job of fresh) await runJob(job);
+      if (taken.length === 0) {
+        log.error({ kind, err: coerceError(err).message }, 'taking a batch of jobs failed; retrying on the next wake-up or poll');
+        return 0;
+      }
+      log.warn({ kind, jobs: taken.length, err: coerceError(err).message }, 'batch failed; running its jobs one by one');
+      const claimed = await claimJobsById(opts.db, id, opts.leaseMs, taken.map((j) => j.id)).catch((e) => {
+        log.error({ kind, err: coerceError(e).message }, 'could not claim the jobs of a failed batch; the poll will');
+        return [] as ClaimedJob[];
+      });
+      for (const job of claimed) {
+        const done = runJob(job);
+        inflight.set(job.id, done);
+        await done.finally(() => inflight.delete(job.id));
+      }
+      return taken.length;
+    } finally {
+      if (loaded) loadedBatches--;
     }
-    // Out of attempts (their earlier leases expired): the one-by-one path fails them for good.
-    for (const job of jobs.filter((j) => j.attempts > j.max_attempts)) await runJob(job);
   }
 
-  function launch(jobs: ClaimedJob[], work: Promise<void>, batch: boolean): void {
+  function launchBatch(): void {
     slots++;
-    if (batch) batches++;
-    const loaded = batch && jobs.length > 1;
-    if (loaded) loadedBatches++;
+    batches++;
+    const task: Promise<void> = runBatchLane(batchKind!).then((took) => {
+      slots--;
+      batches--;
+      batchTasks.delete(task);
+      // Take again at once if this turn filled the batch (more may be due) or batchable work was
+      // announced while it ran (see onBatchWork); otherwise new work announces itself.
+      const waiting = batchWorkWaiting;
+      batchWorkWaiting = false;
+      if (running && (took === batchSize || waiting)) startBatches();
+      // A freed slot may be what claimable single jobs were waiting for.
+      if (running && backlog) void loop();
+    });
+    batchTasks.add(task);
+  }
+
+  /**
+   * Starts a batch lane if one is free (two run at once at most, each on its own connection). If
+   * none is, the work that asked waits for the next lane to end.
+   */
+  function startBatches(): void {
+    if (!running || batchKind === null) return;
+    if (batches < maxBatches && slots < concurrency) launchBatch();
+    else batchWorkWaiting = true;
+  }
+
+  function launch(job: ClaimedJob, work: Promise<void>): void {
+    slots++;
     const done = work.finally(() => {
       slots--;
-      if (batch) batches--;
-      if (loaded) loadedBatches--;
-      for (const j of jobs) inflight.delete(j.id);
-      // Claim again when work may be waiting for this slot (the last claim filled its lanes or
-      // the slots), or when a keyed job ended (the next job with its key is claimable only now).
-      // Otherwise new work announces itself (wake-up) or the poll finds it.
-      // Batchable work announced meanwhile waited for this moment (see onBatchWork).
-      const waiting = batch && batchWorkWaiting;
-      if (waiting) batchWorkWaiting = false;
-      if (running && (backlog || waiting || jobs.some((j) => j.key !== null))) void loop();
+      inflight.delete(job.id);
+      // Claim again when work may be waiting for this slot (the last claim filled every slot), or
+      // when a keyed job ended (the next job with its key is claimable only now). Otherwise new
+      // work announces itself (wake-up) or the poll finds it.
+      if (running && (backlog || job.key !== null)) void loop();
     });
-    for (const j of jobs) inflight.set(j.id, done);
+    inflight.set(job.id, done);
   }
 
   /**
@@ -213,7 +259,7 @@ export function createWorker(opts: WorkerOptions): Worker {
    */
   function onBatchWork(): void {
     if (loadedBatches > 0) batchWorkWaiting = true;
-    else void loop();
+    else startBatches();
   }
 
   /** Whether the last claim may have left due jobs behind (it filled a lane or every slot). */
@@ -231,24 +277,22 @@ export function createWorker(opts: WorkerOptions): Worker {
     return claiming;
   }
 
+  /** Claims single jobs while slots are free, and starts a batch lane (a wake-up or poll may be for either). */
   async function claimLoop(): Promise<void> {
     try {
       do {
         wakeAgain = false;
+        startBatches();
         while (running && slots < concurrency) {
-          // One statement claims both lanes; the batchable kind takes one slot as a batch.
-          const batchLane = batchKind !== null && batches < maxBatches;
-          const otherLimit = Math.max(0, concurrency - slots - (batchLane ? 1 : 0));
-          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { batchKind, batchLimit: batchLane ? batchSize : 0, otherLimit });
-          const batch = jobs.filter((j) => j.kind === batchKind);
-          if (batch.length) launch(batch, runBatch(batchKind!, batch), true);
-          for (const job of jobs) if (job.kind !== batchKind) launch([job], runJob(job), false);
-          // A lane that came back short means nothing more of it is due: stop until woken. A lane
-          // that was closed (no slot for it) or came back full may have left jobs behind.
-          const fullBatch = batchLane && batch.length === batchSize;
-          const fullOther = jobs.length - batch.length === otherLimit;
-          backlog = (batchKind !== null && !batchLane) || fullBatch || fullOther || slots >= concurrency;
-          if (!(fullBatch || (otherLimit > 0 && fullOther))) break;
+          // Leave a slot for a batch lane that is not running yet.
+          const limit = Math.max(0, concurrency - slots - (batchKind !== null && batches < maxBatches ? 1 : 0));
+          if (limit === 0) break;
+          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { exceptKind: batchKind, limit });
+          for (const job of jobs) launch(job, runJob(job));
+          // A claim that came back short means nothing more is due: stop until woken. A full one
+          // may have left jobs behind.
+          backlog = jobs.length === limit || slots >= concurrency;
+          if (jobs.length < limit) break;
         }
         // Woken with every slot taken: the work that woke us waits for the next free slot.
         if (slots >= concurrency) backlog = true;
@@ -286,7 +330,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       for (const stop of unlisten.splice(0)) await stop();
       // A claim already in flight may still start jobs: let it finish, then wait for all of them.
       await claiming?.catch(() => {});
-      const all = Promise.allSettled([...inflight.values(), maintenance.idle()]);
+      const all = Promise.allSettled([...inflight.values(), ...batchTasks, maintenance.idle()]);
       await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
     },
     wake: () => void loop(),

@@ -74,59 +74,73 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
   );
 }
 
-/**
- * How many jobs a claim may take: up to `batchLimit` of the batchable kind (run together in one
- * transaction) and up to `otherLimit` of every other kind (each run alone).
- */
+/** Which jobs a claim may take: up to `limit`, of any kind but `exceptKind` (the batch lane's). */
 export interface ClaimLimits {
-  batchKind: string | null;
-  batchLimit: number;
-  otherLimit: number;
+  exceptKind: string | null;
+  limit: number;
 }
 
+/** Due jobs, oldest first; a job whose key is already running waits for that one to finish. */
+const dueJobs = (kindTest: string, limit: string) => `
+  SELECT j.id FROM herald_jobs j
+  WHERE j.state = 'queued' AND j.run_at <= now() AND ${kindTest}
+    AND (j.key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM herald_jobs r WHERE r.key = j.key AND r.state = 'running'))
+  ORDER BY j.run_at, j.id
+  LIMIT ${limit}
+  FOR UPDATE SKIP LOCKED`;
+
+const CLAIMED_COLUMNS = 'j.id, j.kind, j.key, j.payload, j.attempts, j.max_attempts';
+
 /**
- * Claims due jobs for both lanes in one statement (an idle worker's poll is one round trip).
- * SKIP LOCKED lets many workers claim concurrently without waiting on each other; a job whose key
- * is already running waits for that one to finish.
+ * Claims due jobs with a lease (each is then run alone, outside any transaction). SKIP LOCKED
+ * lets many workers claim concurrently without waiting on each other.
  */
 export async function claimJobs(db: Queryable, workerId: string, leaseMs: number, limits: ClaimLimits): Promise<ClaimedJob[]> {
-  const due = (kindTest: string, limit: string) => `
-       SELECT j.id FROM herald_jobs j
-       WHERE j.state = 'queued' AND j.run_at <= now() AND ${kindTest}
-         AND (j.key IS NULL OR NOT EXISTS (
-           SELECT 1 FROM herald_jobs r WHERE r.key = j.key AND r.state = 'running'))
-       ORDER BY j.run_at, j.id
-       LIMIT ${limit}
-       FOR UPDATE SKIP LOCKED`;
   const { rows } = await db.query<ClaimedJob>(
-    `WITH batched AS (${due('j.kind = $4', '$5')}),
-     single AS (${due('($4::text IS NULL OR j.kind <> $4)', '$2')})
-     UPDATE herald_jobs j
+    `UPDATE herald_jobs j
      SET state = 'running', locked_by = $1, attempts = j.attempts + 1,
          locked_until = now() + make_interval(secs => $3::double precision / 1000)
-     WHERE j.id IN (SELECT id FROM batched UNION ALL SELECT id FROM single)
-     RETURNING j.id, j.kind, j.key, j.payload, j.attempts, j.max_attempts`,
-    [workerId, limits.otherLimit, leaseMs, limits.batchKind, limits.batchLimit],
+     WHERE j.id IN (${dueJobs('($4::text IS NULL OR j.kind <> $4)', '$2')})
+     RETURNING ${CLAIMED_COLUMNS}`,
+    [workerId, limits.limit, leaseMs, limits.exceptKind],
     { prepare: true },
   );
   return rows;
 }
 
 /**
- * The batch form of holdsLease: locks the jobs this worker still holds (same attempt) and returns
- * their ids; a job missing from the answer lost its lease to another worker.
+ * Claims these jobs with a lease if they are queued and nobody holds them: the jobs of a batch
+ * that rolled back, to be run one by one.
  */
-export async function holdLeases(tx: Queryable, jobs: ClaimedJob[], workerId: string): Promise<Set<number>> {
-  const { rows } = await tx.query<{ id: string | number }>(
-    `SELECT j.id FROM herald_jobs j JOIN unnest($1::bigint[], $2::int[]) AS t(id, attempts)
-       ON j.id = t.id AND j.attempts = t.attempts
-     WHERE j.locked_by = $3 AND j.state = 'running'
-     ORDER BY j.id
-     FOR UPDATE OF j`,
-    [jobs.map((j) => j.id), jobs.map((j) => j.attempts), workerId],
+export async function claimJobsById(db: Queryable, workerId: string, leaseMs: number, ids: number[]): Promise<ClaimedJob[]> {
+  const { rows } = await db.query<ClaimedJob>(
+    `UPDATE herald_jobs j
+     SET state = 'running', locked_by = $1, attempts = j.attempts + 1,
+         locked_until = now() + make_interval(secs => $3::double precision / 1000)
+     WHERE j.id IN (SELECT id FROM herald_jobs WHERE id = ANY($2::bigint[]) AND state = 'queued' FOR UPDATE SKIP LOCKED)
+     RETURNING ${CLAIMED_COLUMNS}`,
+    [workerId, ids, leaseMs],
     { prepare: true },
   );
-  return new Set(rows.map((r) => Number(r.id)));
+  return rows.sort((a, b) => a.id - b.id);
+}
+
+/**
+ * The batch lane's claim: takes up to `limit` due jobs of `kind` by deleting them inside the
+ * caller's transaction, which then does their work. The transaction's row locks are the lease —
+ * other workers skip the rows, and if the transaction (or its process) dies, the rollback puts the
+ * jobs back as they were. Claim, lease check and completion are thus one statement and one commit,
+ * where the lease path takes three statements and two commits.
+ */
+export async function takeJobs(tx: Queryable, kind: string, limit: number): Promise<ClaimedJob[]> {
+  const { rows } = await tx.query<ClaimedJob>(
+    `DELETE FROM herald_jobs j WHERE j.id IN (${dueJobs('j.kind = $1', '$2')})
+     RETURNING ${CLAIMED_COLUMNS}`,
+    [kind, limit],
+    { prepare: true },
+  );
+  return rows.sort((a, b) => a.id - b.id);
 }
 
 /**
@@ -138,11 +152,6 @@ export async function holdLeases(tx: Queryable, jobs: ClaimedJob[], workerId: st
  * With sequential scans priced out, every plan is an index lookup, whatever the statistics say.
  */
 export const BATCH_TRANSACTION_SETTINGS = 'SET LOCAL enable_seqscan = off';
-
-/** Deletes finished jobs whose leases this transaction holds (see holdLeases). */
-export async function completeJobs(tx: Queryable, ids: number[]): Promise<void> {
-  if (ids.length) await tx.query(`DELETE FROM herald_jobs WHERE id = ANY($1::bigint[])`, [ids], { prepare: true });
-}
 
 const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;
 
