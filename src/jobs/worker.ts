@@ -93,6 +93,8 @@ export function createWorker(opts: WorkerOptions): Worker {
   let wakeAgain = false;
   /** Batches running that took more than one job: the worker is under load (see onBatchWork). */
   let loadedBatches = 0;
+  /** Batch lanes whose take is in flight: work announced meanwhile may miss it (see onBatchWork). */
+  let takingLanes = 0;
   /** Batchable work announced while a loaded batch was running: claimed when a batch ends. */
   let batchWorkWaiting = false;
   const timers: NodeJS.Timeout[] = [];
@@ -174,13 +176,25 @@ export function createWorker(opts: WorkerOptions): Worker {
     const handler = opts.handlers[kind]!;
     let taken: ClaimedJob[] = [];
     let loaded = false;
+    takingLanes++;
+    let taking = true;
+    const tookOff = () => {
+      if (taking) takingLanes--;
+      taking = false;
+    };
     try {
       await opts.db.transaction(
         async (tx) => {
           taken = await takeJobs(tx, kind, batchSize);
+          tookOff();
           if (taken.length > 1) {
             loaded = true;
             loadedBatches++;
+          } else if (batchWorkWaiting) {
+            // Announced while this lane was taking, and this lane is not under load: a free lane
+            // takes it now rather than when this one ends.
+            batchWorkWaiting = false;
+            startBatches();
           }
           if (taken.length) await handler.batch!(tx, taken.map((j) => j.payload));
         },
@@ -205,6 +219,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       }
       return taken.length;
     } finally {
+      tookOff();
       if (loaded) loadedBatches--;
     }
   }
@@ -254,11 +269,13 @@ export function createWorker(opts: WorkerOptions): Worker {
    * A wake-up for batchable work. Under load (a running batch took several jobs, i.e. several
    * group commits queued up while the last claim was in flight) it is claimed when a batch ends,
    * so everything announced meanwhile goes into one batch; claiming on every group commit made
-   * batches of ~3 jobs and a claim per ~13 events (docs/BENCHMARKS.md). Otherwise — idle, or one
-   * event at a time — it is claimed at once, so unloaded latency is one claim.
+   * batches of ~3 jobs and a claim per ~13 events (docs/BENCHMARKS.md). The same while a lane's
+   * take is in flight: the work may or may not be in it, and a second lane started now would take
+   * a sliver; if that take comes back with one job or none, another lane starts then. Otherwise —
+   * idle, or one event at a time — it is taken at once, so unloaded latency is one take.
    */
   function onBatchWork(): void {
-    if (loadedBatches > 0) batchWorkWaiting = true;
+    if (loadedBatches > 0 || takingLanes > 0) batchWorkWaiting = true;
     else startBatches();
   }
 
