@@ -51,6 +51,30 @@ describe('Db.wake', () => {
     }
   });
 
+  test('a steady flow of wake-ups is spaced out: one NOTIFY per 5 ms at most', { skip: BACKEND !== 'postgres' && 'a PGlite directory belongs to one process' }, async () => {
+    const other = new pg.Client({ connectionString: t.url! });
+    await other.connect();
+    let received = 0;
+    other.on('notification', () => received++);
+    await other.query('LISTEN wake_steady');
+    try {
+      // 300 wake-ups at least 1 ms apart (like group commits under load): each NOTIFY would be back
+      // before the next wake-up, so without spacing this is ~300 NOTIFYs.
+      const t0 = performance.now();
+      for (let i = 0; i < 300; i++) {
+        t.db.wake('wake_steady');
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      const elapsed = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(received >= 2, `${received} NOTIFYs`);
+      // (4, not 5: Node's millisecond timers may fire a fraction of a millisecond early.)
+      assert.ok(received <= elapsed / 4 + 3, `${received} NOTIFYs in ${elapsed.toFixed(0)} ms`);
+    } finally {
+      await other.end();
+    }
+  });
+
   test('listeners survive a lost listen connection: the next wake-up reconnects and re-subscribes', { skip: BACKEND !== 'postgres' && 'PGlite has no connection to lose' }, async () => {
     const listener: Db = await openStorage({ databaseUrl: t.url!, poolSize: 2 });
     try {

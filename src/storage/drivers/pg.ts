@@ -74,9 +74,14 @@ export function openPg(opts: PgOptions): Db {
     return listenClientReady;
   }
 
-  // Coalesced wake-ups: at most one NOTIFY statement in flight; calls meanwhile fold into the next.
+  // Coalesced wake-ups: at most one NOTIFY statement in flight, and under a steady flow one every
+  // NOTIFY_GAP_MS at most; calls meanwhile fold into the next. NOTIFYs only reach other processes
+  // (this one was woken in memory), whose workers are then at most that much later — and each
+  // NOTIFY is a round trip and a commit (~6 µs per event at one per group commit).
+  const NOTIFY_GAP_MS = 5;
   const wakeQueued = new Set<string>();
   let waking: Promise<void> | undefined;
+  let lastNotifyAt = -Infinity;
 
   function wake(channel: string): void {
     dispatch(channel, '');
@@ -88,10 +93,14 @@ export function openPg(opts: PgOptions): Db {
   async function sendWakes(): Promise<void> {
     try {
       while (wakeQueued.size > 0 && !closed) {
+        const wait = lastNotifyAt + NOTIFY_GAP_MS - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, Math.ceil(wait)));
+        if (closed) break;
         const channels = [...wakeQueued];
         wakeQueued.clear();
         const client = await getListenClient();
         await client.query(channels.map((ch) => `NOTIFY ${pg.escapeIdentifier(ch)}`).join('; '));
+        lastNotifyAt = performance.now();
       }
     } catch (err) {
       wakeQueued.clear();
