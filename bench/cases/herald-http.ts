@@ -75,8 +75,10 @@ export async function runHttp(
     await observer?.connect();
     try {
       const requests = signedEmits(opts.n, 0);
-      // Warm-up (JIT, pool connections), then a clean database.
-      await httpLoad(server.port, signedEmits(Math.min(200, Math.max(opts.clients, opts.n / 20)), 10_000_000), opts.clients, 10_000);
+      // Warm-up, then a clean database: the same load for up to 3 s, so the server is measured
+      // JIT-compiled and with its connections open, as a long-running one is (a few hundred
+      // requests left most of the measured run on V8's unoptimised tiers).
+      await httpLoad(server.port, signedEmits(opts.n, 10_000_000), opts.clients, Math.min(opts.maxMs, 3_000));
       await server.call({ cmd: 'reset' });
       await observer?.query('CHECKPOINT');
       const pgMeter = await startMeter(observer, false);
