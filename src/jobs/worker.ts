@@ -11,6 +11,7 @@ import {
   failJob,
   holdsLease,
   takeJobs,
+  newestJobId,
   BATCH_JOBS_CHANNEL,
   BATCH_TRANSACTION_SETTINGS,
   JOBS_CHANNEL,
@@ -93,6 +94,8 @@ export function createWorker(opts: WorkerOptions): Worker {
   let wakeAgain = false;
   /** Batches running that took more than one job: the worker is under load (see onBatchWork). */
   let loadedBatches = 0;
+  /** While the jobs queued before start() run one at a time (see runQueuedAlone). */
+  let runningQueuedAlone = false;
   /** Batch lanes whose take is in flight: work announced meanwhile may miss it (see onBatchWork). */
   let takingLanes = 0;
   /** Batchable work announced while a loaded batch was running: claimed when a batch ends. */
@@ -224,10 +227,48 @@ export function createWorker(opts: WorkerOptions): Worker {
     }
   }
 
-  function launchBatch(): void {
+  /**
+   * At start, the batch kind's jobs already queued are first claimed with leases and run one at a
+   * time (up to batchSize of them, oldest first) in a batch lane. A batch's take leaves no trace
+   * when its process dies, so a job whose work kills the process (a rule that exhausts memory or
+   * spins) would otherwise be retaken after every restart without end, holding up every other
+   * event. This way each restart counts an attempt for the one job that was running when the
+   * process died, and such a job fails for good when its attempts run out; its neighbours lose
+   * nothing. Jobs queued after the start are the lanes' as usual.
+   */
+  async function runQueuedAlone(kind: string): Promise<void> {
+    const maxId = await newestJobId(opts.db);
+    if (maxId === 0) return;
+    // No take lane runs meanwhile: one could take the job that killed the last process.
+    runningQueuedAlone = true;
+    launchBatch(async () => {
+      try {
+        let ran = 0;
+        while (running && ran < batchSize) {
+          const [job] = await claimJobs(opts.db, id, opts.leaseMs, { freshExcept: null, onlyKind: kind, maxId, limit: 1 });
+          if (!job) break;
+          const done = runJob(job);
+          inflight.set(job.id, done);
+          await done.finally(() => inflight.delete(job.id));
+          ran++;
+        }
+        return 0;
+      } finally {
+        runningQueuedAlone = false;
+        batchWorkWaiting = true; // the lanes take over whatever is left
+      }
+    });
+  }
+
+  function launchBatch(work: () => Promise<number> = () => runBatchLane(batchKind!)): void {
     slots++;
     batches++;
-    const task: Promise<void> = runBatchLane(batchKind!).then((took) => {
+    const task: Promise<void> = work()
+      .catch((err) => {
+        log.error({ err: coerceError(err).message }, 'a batch lane failed; its work goes back to the queue');
+        return 0;
+      })
+      .then((took) => {
       slots--;
       batches--;
       batchTasks.delete(task);
@@ -248,7 +289,7 @@ export function createWorker(opts: WorkerOptions): Worker {
    */
   function startBatches(): void {
     if (!running || batchKind === null) return;
-    if (batches < maxBatches && slots < concurrency) launchBatch();
+    if (batches < maxBatches && slots < concurrency && !runningQueuedAlone) launchBatch();
     else batchWorkWaiting = true;
   }
 
@@ -304,7 +345,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           // Leave a slot for a batch lane that is not running yet.
           const limit = Math.max(0, concurrency - slots - (batchKind !== null && batches < maxBatches ? 1 : 0));
           if (limit === 0) break;
-          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { exceptKind: batchKind, limit });
+          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { freshExcept: batchKind, limit });
           for (const job of jobs) launch(job, runJob(job));
           // A claim that came back short means nothing more is due: stop until woken. A full one
           // may have left jobs behind.
@@ -329,6 +370,11 @@ export function createWorker(opts: WorkerOptions): Worker {
       // LISTEN only wakes workers early; the poll below finds work even if a NOTIFY is missed.
       unlisten.push(await opts.db.listen(JOBS_CHANNEL, () => void loop()));
       unlisten.push(await opts.db.listen(BATCH_JOBS_CHANNEL, onBatchWork));
+      if (batchKind !== null) {
+        await runQueuedAlone(batchKind).catch((err) => {
+          log.error({ err: coerceError(err).message }, 'could not look at the queue at start; its lanes take the batch jobs');
+        });
+      }
       timers.push(setInterval(() => void loop(), opts.pollMs));
       timers.push(
         setInterval(() => {

@@ -74,9 +74,15 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
   );
 }
 
-/** Which jobs a claim may take: up to `limit`, of any kind but `exceptKind` (the batch lane's). */
+/**
+ * Which jobs a claim may take: up to `limit`; of `onlyKind` if given; never the fresh (never
+ * attempted) jobs of `freshExcept`, which its batch lane takes (see takeJobs).
+ */
 export interface ClaimLimits {
-  exceptKind: string | null;
+  freshExcept: string | null;
+  onlyKind?: string;
+  /** Only jobs queued up to this id (see newestJobId). */
+  maxId?: number;
   limit: number;
 }
 
@@ -101,12 +107,22 @@ export async function claimJobs(db: Queryable, workerId: string, leaseMs: number
     `UPDATE herald_jobs j
      SET state = 'running', locked_by = $1, attempts = j.attempts + 1,
          locked_until = now() + make_interval(secs => $3::double precision / 1000)
-     WHERE j.id IN (${dueJobs('($4::text IS NULL OR j.kind <> $4)', '$2')})
+     WHERE j.id IN (${dueJobs(
+       `($4::text IS NULL OR j.kind <> $4 OR j.attempts > 0) AND ($5::text IS NULL OR j.kind = $5)
+        AND ($6::bigint IS NULL OR j.id <= $6)`,
+       '$2',
+     )})
      RETURNING ${CLAIMED_COLUMNS}`,
-    [workerId, limits.limit, leaseMs, limits.exceptKind],
+    [workerId, limits.limit, leaseMs, limits.freshExcept, limits.onlyKind ?? null, limits.maxId ?? null],
     { prepare: true },
   );
   return rows;
+}
+
+/** The id of the newest job in the queue (0 when it is empty). */
+export async function newestJobId(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ id: number }>(`SELECT coalesce(max(id), 0)::bigint AS id FROM herald_jobs`);
+  return Number(rows[0]!.id);
 }
 
 /**
@@ -132,10 +148,14 @@ export async function claimJobsById(db: Queryable, workerId: string, leaseMs: nu
  * other workers skip the rows, and if the transaction (or its process) dies, the rollback puts the
  * jobs back as they were. Claim, lease check and completion are thus one statement and one commit,
  * where the lease path takes three statements and two commits.
+ *
+ * Only fresh jobs (attempts = 0) are taken this way: a rollback leaves no trace, so a job that
+ * failed, or was caught in a process that died, goes through the lease path, whose attempts are
+ * committed before the work and so bound its retries (see the worker's first batch turn).
  */
 export async function takeJobs(tx: Queryable, kind: string, limit: number): Promise<ClaimedJob[]> {
   const { rows } = await tx.query<ClaimedJob>(
-    `DELETE FROM herald_jobs j WHERE j.id IN (${dueJobs('j.kind = $1', '$2')})
+    `DELETE FROM herald_jobs j WHERE j.id IN (${dueJobs('j.kind = $1 AND j.attempts = 0', '$2')})
      RETURNING ${CLAIMED_COLUMNS}`,
     [kind, limit],
     { prepare: true },
