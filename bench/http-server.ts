@@ -17,6 +17,8 @@ export interface ServerConfig {
 export type ServerCommand = { id: number } & ({ cmd: 'meter-start' } | { cmd: 'meter-stop' } | { cmd: 'reset' } | { cmd: 'verify'; ids: string[] });
 
 process.on('disconnect', () => process.exit(0));
+// A normal exit, so a V8 CPU profile (HERALD_BENCH_SERVER_PROF) is written.
+process.on('SIGTERM', () => process.exit(0));
 process.once('message', async (cfg: ServerConfig) => {
   const h = await openHerald({ databaseUrl: cfg.url, dataDir: cfg.dataDir, env: cfg.env });
   let worker = h.engine.createWorker();

@@ -19,7 +19,10 @@ type Cmd = ServerCommand extends infer C ? (C extends { id: number } ? Omit<C, '
 
 /** A herald server process (app + worker, like `herald start`) and a typed way to talk to it. */
 export async function startServer(cfg: ServerConfig) {
-  const child: ChildProcess = fork(await compileEntry(SERVER), { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // HERALD_BENCH_SERVER_PROF=<dir>: the server writes a V8 CPU profile there when it stops.
+  const prof = process.env.HERALD_BENCH_SERVER_PROF;
+  const execArgv = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  const child: ChildProcess = fork(await compileEntry(SERVER), { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const pending = new Map<number, (m: { ok: boolean; result?: unknown; error?: string }) => void>();
   let seq = 0;
   const port = await new Promise<number>((resolve, reject) => {

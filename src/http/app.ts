@@ -27,11 +27,11 @@ export function createApp(engine: Engine) {
     c.set('engine', engine);
     const given = c.req.header('x-request-id');
     c.set('requestId', given && /^[\w-]{1,64}$/.test(given) ? given : randomUUID());
-    c.header('x-request-id', c.var.requestId);
+    c.header('x-request-id', c.get('requestId'));
     await next();
     // The path only: query strings can carry tokens and never reach the log.
-    engine.log.debug(
-      { requestId: c.var.requestId, method: c.req.method, path: c.req.path, status: c.res.status, ms: +(performance.now() - started).toFixed(2) },
+    if (engine.log.isLevelEnabled('debug')) engine.log.debug(
+      { requestId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: +(performance.now() - started).toFixed(2) },
       'request',
     );
   });

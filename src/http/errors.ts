@@ -20,10 +20,10 @@ export function errorResponse(err: Error, c: Context<AppEnv>): Response {
   if (err instanceof ValidationError) return c.json(errorBody(c, err.message, { field: err.field }), 400);
   if (err instanceof TemplateError) {
     // A template failed on this event's data (e.g. the render limit): the event is the cause.
-    c.var.engine?.log.warn({ requestId: c.var.requestId, err: err.message }, 'template render failed');
+    c.get('engine')?.log.warn({ requestId: c.get('requestId'), err: err.message }, 'template render failed');
     return c.json({ ok: false, error: 'a notification template could not be rendered with this ctx' }, 400);
   }
-  const log = c.var.engine?.log;
-  log?.error({ requestId: c.var.requestId, err: err.message, stack: err.stack, kind: err.name }, 'request failed');
-  return c.json(errorBody(c, 'internal error', { requestId: c.var.requestId }), 500);
+  const log = c.get('engine')?.log;
+  log?.error({ requestId: c.get('requestId'), err: err.message, stack: err.stack, kind: err.name }, 'request failed');
+  return c.json(errorBody(c, 'internal error', { requestId: c.get('requestId') }), 500);
 }

@@ -18,7 +18,8 @@ export function tokenMatches(given: string, expected: string): boolean {
  */
 export function bearerToken(opts: { token: (s: Readonly<Settings>) => string | undefined; env: string; query?: string }) {
   return createMiddleware<AppEnv>(async (c, next) => {
-    const { engine, requestId } = c.var;
+    const engine = c.get('engine');
+    const requestId = c.get('requestId');
     const expected = opts.token(engine.settings);
     const header = c.req.header('authorization');
     const given = header !== undefined ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : opts.query ? c.req.query(opts.query) : undefined;

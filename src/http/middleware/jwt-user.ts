@@ -9,7 +9,8 @@ const unauthorized = () => new HttpError(401, 'unauthorized', { 'WWW-Authenticat
 
 /** End-user authentication: an HS256 JWT signed with JWT_SECRET whose `sub` is the user's uuid. */
 export const jwtUser = createMiddleware<AppEnv>(async (c, next) => {
-  const { engine, requestId } = c.var;
+  const engine = c.get('engine');
+  const requestId = c.get('requestId');
   const secret = engine.settings.jwtSecret;
   if (!secret) throw new HttpError(503, 'the inbox API is disabled: set JWT_SECRET');
   const header = c.req.header('authorization') ?? '';

@@ -14,7 +14,8 @@ import type { AppEnv } from '../context.ts';
  * request is a no-op instead of a second notification.
  */
 export const signed = createMiddleware<AppEnv>(async (c, next) => {
-  const { engine, requestId } = c.var;
+  const engine = c.get('engine');
+  const requestId = c.get('requestId');
   const raw = Buffer.from(await c.req.arrayBuffer());
   c.set('rawBody', raw);
   const explicitKey = c.req.header('idempotency-key');

@@ -20,7 +20,7 @@ const page = (title: string, body: string) =>
 export const channelWebhookRoutes = new Hono<AppEnv>()
   // GET never changes anything (link scanners follow links); it shows a confirmation button.
   .get('/api/unsubscribe', (c) => {
-    const secret = c.var.engine.settings.unsubscribeSecret;
+    const secret = c.get('engine').settings.unsubscribeSecret;
     const token = c.req.query('token') ?? '';
     const grant = secret ? verifyUnsubscribeToken(secret, token) : undefined;
     if (!grant) return c.html(page('Link not valid', '<p>This unsubscribe link is not valid. Change your preferences in the app instead.</p>'), 400);
@@ -35,7 +35,7 @@ export const channelWebhookRoutes = new Hono<AppEnv>()
   })
   // RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click" to the URL; no cookies, no login.
   .post('/api/unsubscribe', async (c) => {
-    const { engine } = c.var;
+    const engine = c.get('engine');
     const secret = engine.settings.unsubscribeSecret;
     const grant = secret ? verifyUnsubscribeToken(secret, c.req.query('token') ?? '') : undefined;
     if (!grant) throw new HttpError(400, 'this unsubscribe link is not valid');
@@ -46,13 +46,14 @@ export const channelWebhookRoutes = new Hono<AppEnv>()
   })
   // Meta's verification handshake when the webhook is configured.
   .get('/api/webhooks/whatsapp', (c) => {
-    const expected = c.var.engine.settings.whatsappVerifyToken;
+    const expected = c.get('engine').settings.whatsappVerifyToken;
     const given = c.req.query('hub.verify_token') ?? '';
     if (c.req.query('hub.mode') !== 'subscribe' || !expected || !tokenMatches(given, expected)) throw new HttpError(403, 'verification failed');
     return c.text(c.req.query('hub.challenge') ?? '');
   })
   .post('/api/webhooks/whatsapp', async (c) => {
-    const { engine, requestId } = c.var;
+    const engine = c.get('engine');
+    const requestId = c.get('requestId');
     const raw = Buffer.from(await c.req.arrayBuffer());
     const secret = engine.settings.whatsappAppSecret;
     if (!secret || !verifyMetaSignature(secret, raw, c.req.header('x-hub-signature-256'))) {

@@ -119,7 +119,7 @@ deliveryRoutes.get('/api/deliveries', async (c) => {
   const channel = c.req.query('channel');
   if (channel !== undefined && !CHANNELS.includes(channel)) throw new ValidationError(`channel must be one of ${CHANNELS.join(', ')}`, 'channel');
   const limit = limitParam(c.req.query('limit'));
-  const rows = await listDeliveries(c.var.engine.db, {
+  const rows = await listDeliveries(c.get('engine').db, {
     state: state as DeliveryState | undefined,
     channel,
     eventId: uuidParam(c.req.query('eventId'), 'eventId'),
@@ -132,7 +132,7 @@ deliveryRoutes.get('/api/deliveries', async (c) => {
 });
 
 deliveryRoutes.get('/api/deliveries/:id', async (c) => {
-  const { db } = c.var.engine;
+  const { db } = c.get('engine');
   const id = uuidParam(c.req.param('id'), 'id', 'delivery not found')!;
   const d = await getDelivery(db, id);
   if (!d) throw new HttpError(404, 'delivery not found');
@@ -144,8 +144,8 @@ deliveryRoutes.get('/api/deliveries/:id', async (c) => {
   });
 });
 
-async function redriveAndEnqueue(c: { var: AppEnv['Variables'] }, which: string[] | 'all-dead') {
-  const { engine } = c.var;
+async function redriveAndEnqueue(c: { get(key: 'engine'): AppEnv['Variables']['engine'] }, which: string[] | 'all-dead') {
+  const engine = c.get('engine');
   const ids = await engine.db.transaction(async (tx) => {
     const redriven = await redrive(tx, which, engine.rules.delivery.maxAttempts);
     await enqueueJobs(tx, redriven.map((id) => deliveryJob({ id, runAtMs: null })));
@@ -156,7 +156,7 @@ async function redriveAndEnqueue(c: { var: AppEnv['Variables'] }, which: string[
 
 deliveryRoutes.post('/api/deliveries/:id/redrive', async (c) => {
   const id = uuidParam(c.req.param('id'), 'id', 'delivery not found')!;
-  const d = await getDelivery(c.var.engine.db, id);
+  const d = await getDelivery(c.get('engine').db, id);
   if (!d) throw new HttpError(404, 'delivery not found');
   if (d.state !== 'dead') throw new HttpError(409, `delivery ${id} is ${d.state}, not dead; only dead deliveries are redriven`);
   const ids = await redriveAndEnqueue(c, [id]);
@@ -173,16 +173,16 @@ deliveryRoutes.post('/api/deliveries/redrive', async (c) => {
 deliveryRoutes.get('/api/outbox', async (c) => {
   const channel = c.req.query('channel');
   if (channel !== undefined && channel !== 'email' && channel !== 'whatsapp') throw new ValidationError('channel must be email or whatsapp', 'channel');
-  const rows = await listDeliveries(c.var.engine.db, { provider: 'outbox', channel, userId: uuidParam(c.req.query('userId'), 'userId'), limit: limitParam(c.req.query('limit')) });
+  const rows = await listDeliveries(c.get('engine').db, { provider: 'outbox', channel, userId: uuidParam(c.req.query('userId'), 'userId'), limit: limitParam(c.req.query('limit')) });
   return c.json({ messages: rows.map(presentOutbox) });
 });
 
-deliveryRoutes.get('/api/webhook-endpoints', async (c) => c.json({ endpoints: (await listEndpoints(c.var.engine.db)).map((e) => presentEndpoint(e)) }));
+deliveryRoutes.get('/api/webhook-endpoints', async (c) => c.json({ endpoints: (await listEndpoints(c.get('engine').db)).map((e) => presentEndpoint(e)) }));
 
 deliveryRoutes.post('/api/webhook-endpoints', async (c) => {
   const body = parseBody(endpointBody, Buffer.from(await c.req.arrayBuffer()));
   const secret = body.secret ?? `whsec_${randomBytes(24).toString('base64')}`;
-  const row = await createEndpoint(c.var.engine.db, {
+  const row = await createEndpoint(c.get('engine').db, {
     id: uuidv7(),
     url: body.url,
     secret,
@@ -195,7 +195,7 @@ deliveryRoutes.post('/api/webhook-endpoints', async (c) => {
 });
 
 deliveryRoutes.get('/api/webhook-endpoints/:id', async (c) => {
-  const row = await getEndpoint(c.var.engine.db, uuidParam(c.req.param('id'), 'id', 'webhook endpoint not found')!);
+  const row = await getEndpoint(c.get('engine').db, uuidParam(c.req.param('id'), 'id', 'webhook endpoint not found')!);
   if (!row) throw new HttpError(404, 'webhook endpoint not found');
   return c.json({ endpoint: presentEndpoint(row) });
 });
@@ -203,13 +203,13 @@ deliveryRoutes.get('/api/webhook-endpoints/:id', async (c) => {
 deliveryRoutes.patch('/api/webhook-endpoints/:id', async (c) => {
   const id = uuidParam(c.req.param('id'), 'id', 'webhook endpoint not found')!;
   const body = parseBody(endpointPatch, Buffer.from(await c.req.arrayBuffer()));
-  const row = await setEndpointDisabled(c.var.engine.db, id, body.disabled ? 'disabled by an operator' : null);
+  const row = await setEndpointDisabled(c.get('engine').db, id, body.disabled ? 'disabled by an operator' : null);
   if (!row) throw new HttpError(404, 'webhook endpoint not found');
   return c.json({ ok: true, endpoint: presentEndpoint(row) });
 });
 
 deliveryRoutes.delete('/api/webhook-endpoints/:id', async (c) => {
   const id = uuidParam(c.req.param('id'), 'id', 'webhook endpoint not found')!;
-  if (!(await deleteEndpoint(c.var.engine.db, id))) throw new HttpError(404, 'webhook endpoint not found');
+  if (!(await deleteEndpoint(c.get('engine').db, id))) throw new HttpError(404, 'webhook endpoint not found');
   return c.json({ ok: true, deleted: true });
 });

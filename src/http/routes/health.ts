@@ -7,10 +7,10 @@ export const healthRoutes = new Hono<AppEnv>()
   // Readiness: the database answers and the schema is migrated.
   .get('/readyz', async (c) => {
     try {
-      await c.var.engine.db.query(`SELECT 1 FROM herald_migrations LIMIT 1`);
-      return c.json({ ok: true, database: c.var.engine.db.kind });
+      await c.get('engine').db.query(`SELECT 1 FROM herald_migrations LIMIT 1`);
+      return c.json({ ok: true, database: c.get('engine').db.kind });
     } catch (err) {
-      c.var.engine.log.warn({ err: (err as Error).message }, 'readiness check failed');
+      c.get('engine').log.warn({ err: (err as Error).message }, 'readiness check failed');
       return c.json({ ok: false, error: 'database unavailable' }, 503);
     }
   });

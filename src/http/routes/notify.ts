@@ -24,7 +24,7 @@ export function notifyRoutes(rateLimit: number) {
   });
 
   app.post('/v2/notify/:eventId', async (c) => {
-    const { engine } = c.var;
+    const engine = c.get('engine');
     const eventId = checkEventId(c.req.param('eventId'));
     const payload = await body(c);
     const results = await engine.db.transaction((tx) => broadcastNotify(tx, eventId, payload));
@@ -33,7 +33,7 @@ export function notifyRoutes(rateLimit: number) {
   });
 
   app.post('/v2/notify/:workflowRunId/:eventId', async (c) => {
-    const { engine } = c.var;
+    const engine = c.get('engine');
     const runId = c.req.param('workflowRunId');
     if (!/^[\w.:-]{1,256}$/.test(runId)) throw new HttpError(400, 'invalid workflow run id');
     const eventId = checkEventId(c.req.param('eventId'));
@@ -57,7 +57,7 @@ export function notifyRoutes(rateLimit: number) {
 
   app.get('/v2/waiters/:eventId', async (c) => {
     const eventId = checkEventId(c.req.param('eventId'));
-    const rows = await listWaiters(c.var.engine.db, { eventId, limit: 1000 });
+    const rows = await listWaiters(c.get('engine').db, { eventId, limit: 1000 });
     return c.json(rows.map((w) => ({ ...waiterView(w), workflowRunId: w.run_id })));
   });
   return app;

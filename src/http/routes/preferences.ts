@@ -102,11 +102,13 @@ async function removeOne(c: Context<AppEnv>, run: <T>(fn: (tx: Queryable) => Pro
  */
 export const preferenceRoutes = new Hono<AppEnv>()
   .get('/api/preferences', jwtUser, async (c) => {
-    const { engine, claims } = c.var;
+    const engine = c.get('engine');
+    const claims = c.get('claims');
     return c.json({ ok: true, ...(await asUser(engine.db, claims, (tx) => read(tx, claims.sub))), ...options(engine) });
   })
   .put('/api/preferences', jwtUser, async (c) => {
-    const { engine, claims } = c.var;
+    const engine = c.get('engine');
+    const claims = c.get('claims');
     const body = parse(changes, Buffer.from(await c.req.arrayBuffer()));
     await validate(engine, body);
     const out = await asUser(engine.db, claims, async (tx) => {
@@ -115,16 +117,16 @@ export const preferenceRoutes = new Hono<AppEnv>()
     });
     return c.json({ ok: true, ...out });
   })
-  .delete('/api/preferences', jwtUser, (c) => removeOne(c, (fn) => asUser(c.var.engine.db, c.var.claims, fn), c.var.claims.sub))
+  .delete('/api/preferences', jwtUser, (c) => removeOne(c, (fn) => asUser(c.get('engine').db, c.get('claims'), fn), c.get('claims').sub))
   .get('/api/users/:id/preferences', signed, async (c) => {
     const id = userIdParam(c.req.param('id'));
-    return c.json({ ok: true, userId: id, ...(await read(c.var.engine.db, id)), ...options(c.var.engine) });
+    return c.json({ ok: true, userId: id, ...(await read(c.get('engine').db, id)), ...options(c.get('engine')) });
   })
   .put('/api/users/:id/preferences', signed, async (c) => {
     const id = userIdParam(c.req.param('id'));
-    const body = parse(changes, c.var.rawBody);
-    await validate(c.var.engine, body);
-    const out = await c.var.engine.db.transaction(async (tx) => {
+    const body = parse(changes, c.get('rawBody'));
+    await validate(c.get('engine'), body);
+    const out = await c.get('engine').db.transaction(async (tx) => {
       await apply(tx, id, body);
       return read(tx, id);
     });

@@ -81,7 +81,7 @@ const nextCursor = (rows: DlqRow[], limit: number) => {
 
 dlqRoutes.get('/v2/dlq', async (c) => {
   const f = dlqFilter(c, 100);
-  const rows = await listDlq(c.var.engine.db, { ...f, limit: f.limit + 1 });
+  const rows = await listDlq(c.get('engine').db, { ...f, limit: f.limit + 1 });
   return c.json({ messages: rows.slice(0, f.limit).map(present), cursor: nextCursor(rows, f.limit) });
 });
 
@@ -89,7 +89,7 @@ const revive = (mode: 'resume' | 'restart') => async (c: Context<AppEnv>) => {
   const f = dlqFilter(c, 50);
   const retriesRaw = c.req.header('upstash-retries');
   if (retriesRaw !== undefined && !/^\d{1,2}$/.test(retriesRaw)) throw new ValidationError('Upstash-Retries must be 0 to 99');
-  const { db } = c.var.engine;
+  const { db } = c.get('engine');
   const rows = await listDlq(db, { ...f, limit: f.limit + 1 });
   if (f.ids && rows.length === 0) throw new HttpError(404, 'no such DLQ entry');
   const workflowRuns = await db.transaction(async (tx) => {
@@ -106,7 +106,7 @@ dlqRoutes.post('/v2/workflows/dlq/resume', revive('resume'));
 dlqRoutes.post('/v2/workflows/dlq/restart', revive('restart'));
 
 dlqRoutes.post('/v2/workflows/dlq/callback/:dlqId', async (c) => {
-  const { db } = c.var.engine;
+  const { db } = c.get('engine');
   const [entry] = await listDlq(db, { ids: [c.req.param('dlqId')], limit: 1 });
   if (!entry) throw new HttpError(404, 'no such DLQ entry');
   if (!entry.failure_callback) throw new HttpError(400, 'this run has no failure callback');
@@ -122,7 +122,7 @@ dlqRoutes.post('/v2/workflows/dlq/callback/:dlqId', async (c) => {
 const remove = async (c: Context<AppEnv>) => {
   const single = c.req.param('dlqId');
   const f = single ? { ids: [single], limit: 1 } : dlqFilter(c, 100);
-  const { db } = c.var.engine;
+  const { db } = c.get('engine');
   const rows = await listDlq(db, { ...f, limit: f.limit + 1 });
   const deleted = await db.transaction((tx) => deleteDlq(tx, rows.slice(0, f.limit).map((r) => r.id)));
   if (single && deleted === 0) throw new HttpError(404, 'no such DLQ entry');

@@ -40,7 +40,7 @@ export const qstashRoutes = new Hono<AppEnv>();
 /** Publish messages: a run's trigger (Upstash-Workflow-Init) or its next steps. */
 qstashRoutes.post('/v2/batch', async (c) => {
   const messages = parseBatch(await bytes(c));
-  const results = await c.var.engine.db.transaction((tx) => publishBatch(tx, messages));
+  const results = await c.get('engine').db.transaction((tx) => publishBatch(tx, messages));
   return c.json(results, 201);
 });
 
@@ -54,7 +54,7 @@ qstashRoutes.post('/v2/publish/*', async (c) => {
   c.req.raw.headers.forEach((v, k) => (headers[k] = v));
   delete headers.authorization;
   const [message] = parseBatch(Buffer.from(JSON.stringify([{ destination, headers, body: (await bytes(c)).toString('utf8') }])));
-  const [result] = await c.var.engine.db.transaction((tx) => publishBatch(tx, [message!]));
+  const [result] = await c.get('engine').db.transaction((tx) => publishBatch(tx, [message!]));
   return c.json(result, 201);
 });
 
@@ -71,7 +71,7 @@ qstashRoutes.post('/v2/trigger/*', async (c) => {
   if (!/^[\w.:-]{1,256}$/.test(runId)) throw new ValidationError('Upstash-Workflow-RunId is not a valid run id');
   const config = { ...runConfig(headers), restTrigger: true };
   const body = await bytes(c);
-  const created = await c.var.engine.db.transaction((tx) =>
+  const created = await c.get('engine').db.transaction((tx) =>
     insertHttpRun(tx, {
       id: runId, url: message!.destination, body, contentType: headers['content-type'] ?? null,
       config, messageId: newMessageId(), runAtMs: dueAtMs(headers),
@@ -87,16 +87,16 @@ qstashRoutes.post('/v2/wait/:eventId', async (c) => {
   const runId = c.req.header('upstash-workflow-runid');
   if (!runId || !RUN_ID_RE.test(runId)) throw new HttpError(400, 'Upstash-Workflow-RunId header is missing or invalid');
   const wait = parseWaitRequest(await bytes(c));
-  const outcome = await c.var.engine.db.transaction((tx) => registerHttpWait(tx, runId, eventId, wait));
+  const outcome = await c.get('engine').db.transaction((tx) => registerHttpWait(tx, runId, eventId, wait));
   return c.json({ ok: true, outcome }, 200);
 });
 
 /** The run's history (the SDK's lazy fetch); 404 once the run has ended. */
 qstashRoutes.get('/v2/workflows/runs/:id', async (c) => {
   const id = runIdParam(c.req.param('id'));
-  const run = await getRun(c.var.engine.db, id);
+  const run = await getRun(c.get('engine').db, id);
   if (!run || run.kind !== 'http' || run.state !== 'running') throw new HttpError(404, `workflow run ${id} not found or ended`);
-  return c.json(rawSteps(await getMessages(c.var.engine.db, id)));
+  return c.json(rawSteps(await getMessages(c.get('engine').db, id)));
 });
 
 /**
@@ -116,11 +116,11 @@ qstashRoutes.delete('/v2/workflows/runs/:id', async (c) => {
       result = text;
     }
   }
-  const outcome = await c.var.engine.db.transaction((tx) =>
+  const outcome = await c.get('engine').db.transaction((tx) =>
     endHttpRun(tx, id, finish ? { state: 'completed', result } : { state: 'cancelled' }),
   );
   if (outcome === 'not-found') throw new HttpError(404, `workflow run ${id} not found`);
-  if (outcome === 'ended') c.var.engine.metrics.runsFinished.inc({ state: finish ? 'completed' : 'cancelled' });
+  if (outcome === 'ended') c.get('engine').metrics.runsFinished.inc({ state: finish ? 'completed' : 'cancelled' });
   return c.json({}, 200);
 });
 
@@ -165,21 +165,21 @@ function runFilter(c: { req: { query(k: string): string | undefined; queries(k: 
 /** Bulk cancel (client.cancel): by ids, by filters, or all (up to `count`, default 100). */
 qstashRoutes.delete('/v2/workflows/runs', async (c) => {
   const filter = { ...runFilter(c, 1000, 100), state: 'running' as const };
-  const cancelled = await c.var.engine.db.transaction(async (tx) => {
+  const cancelled = await c.get('engine').db.transaction(async (tx) => {
     let n = 0;
     for (const run of await findHttpRuns(tx, filter)) if ((await cancelRun(tx, run.id)).outcome === 'cancelled') n++;
     return n;
   });
-  if (cancelled) c.var.engine.metrics.runsFinished.inc({ state: 'cancelled' }, cancelled);
+  if (cancelled) c.get('engine').metrics.runsFinished.inc({ state: 'cancelled' }, cancelled);
   return c.json({ cancelled });
 });
 
 /** Run logs (client.logs calls /v2/workflows/events?groupBy=workflowRunId). */
 const logs = async (c: Context<AppEnv>) => {
   const filter = runFilter(c, 100, 10);
-  const rows = await findHttpRuns(c.var.engine.db, { ...filter, limit: filter.limit + 1 });
+  const rows = await findHttpRuns(c.get('engine').db, { ...filter, limit: filter.limit + 1 });
   const page = rows.slice(0, filter.limit);
-  const runs = await Promise.all(page.map(async (r) => runLog(r, await getMessages(c.var.engine.db, r.id))));
+  const runs = await Promise.all(page.map(async (r) => runLog(r, await getMessages(c.get('engine').db, r.id))));
   const last = page.at(-1);
   const cursor = rows.length > filter.limit && last ? Buffer.from(JSON.stringify([last.cursor, last.id])).toString('base64url') : undefined;
   return c.json({ cursor, runs });
@@ -189,7 +189,7 @@ qstashRoutes.get('/v2/workflows/logs', logs);
 
 /** The signing keys (the SDK's dev-mode probe asks for them). */
 qstashRoutes.get('/v2/keys', (c) => {
-  const keys = c.var.engine.settings.qstashSigningKeys;
+  const keys = c.get('engine').settings.qstashSigningKeys;
   if (!keys) throw new HttpError(404, 'no signing keys configured (QSTASH_CURRENT_SIGNING_KEY)');
   return c.json(keys);
 });

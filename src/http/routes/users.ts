@@ -35,21 +35,21 @@ function userId(raw: string): string {
 export const userRoutes = new Hono<AppEnv>()
   .put('/api/users/:id', signed, async (c) => {
     const id = userId(c.req.param('id'));
-    const parsed = userBody.safeParse(parseJsonObject(c.var.rawBody));
+    const parsed = userBody.safeParse(parseJsonObject(c.get('rawBody')));
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       const field = issue.path.map(String).join('.') || 'body';
       throw new ValidationError(`${field}: ${issue.message}`, field);
     }
-    const { row, created } = await upsertUser(c.var.engine.db, id, parsed.data);
+    const { row, created } = await upsertUser(c.get('engine').db, id, parsed.data);
     return c.json({ ok: true, user: toApiUser(row) }, created ? 201 : 200);
   })
   .get('/api/users/:id', signed, async (c) => {
-    const row = await getUser(c.var.engine.db, userId(c.req.param('id')));
+    const row = await getUser(c.get('engine').db, userId(c.req.param('id')));
     if (!row) throw new HttpError(404, 'user not found');
     return c.json({ ok: true, user: toApiUser(row) });
   })
   .delete('/api/users/:id', signed, async (c) => {
-    if (!(await deleteUser(c.var.engine.db, userId(c.req.param('id'))))) throw new HttpError(404, 'user not found');
+    if (!(await deleteUser(c.get('engine').db, userId(c.req.param('id'))))) throw new HttpError(404, 'user not found');
     return c.json({ ok: true, deleted: true });
   });

@@ -80,7 +80,7 @@ export const workflowRoutes = new Hono<AppEnv>();
 workflowRoutes.use('/api/workflows/*', bearerToken({ token: (s) => s.adminToken, env: 'ADMIN_TOKEN' }));
 
 workflowRoutes.get('/api/workflows', (c) => {
-  const { byName } = c.var.engine.rules.workflows;
+  const { byName } = c.get('engine').rules.workflows;
   return c.json({
     workflows: [...byName.values()].map((w) => ({
       name: w.name,
@@ -97,7 +97,7 @@ workflowRoutes.get('/api/workflows/runs', async (c) => {
     throw new ValidationError(`state must be one of ${STATES.join(', ')}`, 'state');
   }
   const limit = limitParam(c.req.query('limit'), 500);
-  const rows = await listRuns(c.var.engine.db, {
+  const rows = await listRuns(c.get('engine').db, {
     state: state as RunState | undefined,
     workflow: c.req.query('workflow') || undefined,
     limit: limit + 1,
@@ -112,7 +112,7 @@ workflowRoutes.get('/api/workflows/runs', async (c) => {
 });
 
 workflowRoutes.get('/api/workflows/runs/:id', async (c) => {
-  const { db } = c.var.engine;
+  const { db } = c.get('engine');
   const id = runIdParam(c.req.param('id'));
   const run = await getRun(db, id);
   if (!run) throw new HttpError(404, 'workflow run not found');
@@ -122,22 +122,22 @@ workflowRoutes.get('/api/workflows/runs/:id', async (c) => {
 
 workflowRoutes.post('/api/workflows/runs/:id/cancel', async (c) => {
   const id = runIdParam(c.req.param('id'));
-  const out = await c.var.engine.db.transaction((tx) => cancelRun(tx, id));
+  const out = await c.get('engine').db.transaction((tx) => cancelRun(tx, id));
   if (out.outcome === 'not-found') throw new HttpError(404, 'workflow run not found');
   if (out.outcome === 'ended') throw new HttpError(409, `workflow run ${id} already ended (${out.state})`);
-  c.var.engine.metrics.runsFinished.inc({ state: 'cancelled' });
+  c.get('engine').metrics.runsFinished.inc({ state: 'cancelled' });
   return c.json({ ok: true, workflowRunId: id, state: 'cancelled' });
 });
 
 workflowRoutes.get('/api/workflows/waiters', async (c) => {
   const raw = c.req.query('eventId');
   const eventId = raw === undefined ? undefined : checkEventId(raw);
-  const rows = await listWaiters(c.var.engine.db, { eventId, limit: limitParam(c.req.query('limit'), 1000) });
+  const rows = await listWaiters(c.get('engine').db, { eventId, limit: limitParam(c.req.query('limit'), 1000) });
   return c.json({ waiters: rows.map(presentWaiter) });
 });
 
 workflowRoutes.post('/api/workflows/:name/runs', async (c) => {
-  const { engine } = c.var;
+  const engine = c.get('engine');
   const wf = engine.rules.workflows.byName.get(c.req.param('name'));
   if (!wf) throw new HttpError(404, `no workflow named "${c.req.param('name')}" in the config`);
   const raw = Buffer.from(await c.req.arrayBuffer());
