@@ -50,8 +50,8 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const ctx = validateCtx(rule, rawCtx);
 
   const key = req.idempotencyKey;
+  if (deps.workflowMode && !deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, type, ctx, key, req.rawBody);
   const bodyHash = sha256(req.rawBody);
-  if (deps.workflowMode && !deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, type, ctx, key, bodyHash);
   if (key !== undefined) {
     if (!(await reserveKey(deps.db, key, bodyHash, deps.idempotencyTtlHours))) {
       return replayOrConflict(deps, key, bodyHash);
@@ -92,8 +92,10 @@ async function emitGrouped(
   type: string,
   ctx: Record<string, unknown>,
   key: string | undefined,
-  bodyHash: string,
+  rawBody: Buffer,
 ): Promise<EmitOutcome> {
+  // The body's hash only matters with a key (a retry must match its first body).
+  const bodyHash = key === undefined ? null : sha256(rawBody);
   const eventId = uuidv7();
   const body = { ok: true, workflow: 'queued', eventId };
   const stored = await deps.writer.submit({
@@ -106,7 +108,7 @@ async function emitGrouped(
     response: body,
   });
   if (stored) return { status: 200, body, replayed: false };
-  return replayOrConflict(deps, key!, bodyHash);
+  return replayOrConflict(deps, key!, bodyHash!);
 }
 
 async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string): Promise<EmitOutcome> {

@@ -9,6 +9,16 @@ function depth(v: unknown, d = 0): number {
   return max;
 }
 
+/** Fewer brackets than MAX_DEPTH in the text cannot nest deeper (a byte scan, no allocation). */
+function mayNestDeeper(raw: Buffer): boolean {
+  let brackets = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const b = raw[i];
+    if ((b === 0x7b || b === 0x5b) && ++brackets > MAX_DEPTH) return true;
+  }
+  return false;
+}
+
 /** Parses a JSON object body, with errors that say what is wrong and no deep-nesting bombs. */
 export function parseJsonObject(raw: Buffer): Record<string, unknown> {
   if (raw.length === 0) throw new ValidationError('request body is empty; expected a JSON object', 'body');
@@ -22,7 +32,7 @@ export function parseJsonObject(raw: Buffer): Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new ValidationError('request body must be a JSON object', 'body');
   }
-  if (depth(value) > MAX_DEPTH) throw new ValidationError(`request body nests deeper than ${MAX_DEPTH} levels`, 'body');
+  if (mayNestDeeper(raw) && depth(value) > MAX_DEPTH) throw new ValidationError(`request body nests deeper than ${MAX_DEPTH} levels`, 'body');
   // Only a \u escape can produce either; raw bytes cannot (invalid UTF-8 decodes to U+FFFD).
   if (text.includes('\\u')) checkStorable(value, '');
   return value as Record<string, unknown>;

@@ -157,6 +157,15 @@ describe('emit: status codes', () => {
     assert.equal(res.status, 200, await res.text());
   });
 
+  test('400 for a body nested deeper than 32 levels; brackets inside strings do not count', async () => {
+    const nest = (n: number) => '{"a":'.repeat(n) + '1' + '}'.repeat(n);
+    await expect400(`{"type":"obra.completed","ctx":${nest(40)}}`, /nests deeper than 32 levels/);
+    // 40 brackets, but in a string: not nesting (the rule's schema is what rejects this ctx).
+    const res = await h.app.request(EMIT, { method: 'POST', body: `{"type":"obra.completed","ctx":{"x":"${'{['.repeat(20)}"}}`, headers: signedHeaders(`{"type":"obra.completed","ctx":{"x":"${'{['.repeat(20)}"}}`) });
+    assert.equal(res.status, 400);
+    assert.doesNotMatch(await res.text(), /nests deeper/);
+  });
+
   test('400 for an unknown event type, naming it', async () => {
     await expect400(JSON.stringify({ type: 'obra.deleted', ctx: {} }), /unknown event type "obra\.deleted"/, 'type');
   });

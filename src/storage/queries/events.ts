@@ -55,7 +55,8 @@ export interface IncomingEvent {
   ctx: Record<string, unknown>;
   tenantId: string | null;
   key: string | null;
-  bodySha256: string;
+  /** With a key only. */
+  bodySha256: string | null;
   response: Record<string, unknown>;
 }
 
