@@ -6,7 +6,7 @@ import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Queryable } from '../storage/db.ts';
 import { deliveryJob, insertDeliveries } from '../storage/queries/deliveries.ts';
 import { getEvent, getEvents, markEventsProcessed } from '../storage/queries/events.ts';
-import { enqueueJobs } from '../storage/queries/jobs.ts';
+import { BATCHED_KIND, enqueueJobs } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import { ruleFor } from '../rules/compile.ts';
 import { coalescingDirectory } from '../rules/coalescing-directory.ts';
@@ -45,7 +45,7 @@ async function commitEffects(
   return { inserted, deliveries: created.length };
 }
 
-export const EXPAND_EVENT_JOB = 'event.expand';
+export const EXPAND_EVENT_JOB = BATCHED_KIND;
 
 /**
  * The events an `event.expand` job covers: `{eventId}` (one event: direct retries, step.send,

@@ -269,17 +269,17 @@ export function createWorker(opts: WorkerOptions): Worker {
         return 0;
       })
       .then((took) => {
-      slots--;
-      batches--;
-      batchTasks.delete(task);
-      // Take again at once if this turn filled the batch (more may be due) or batchable work was
-      // announced while it ran (see onBatchWork); otherwise new work announces itself.
-      const waiting = batchWorkWaiting;
-      batchWorkWaiting = false;
-      if (running && (took === batchSize || waiting)) startBatches();
-      // A freed slot may be what claimable single jobs were waiting for.
-      if (running && backlog) void loop();
-    });
+        slots--;
+        batches--;
+        batchTasks.delete(task);
+        // Take again at once if this turn filled the batch (more may be due) or batchable work
+        // was announced while it ran (see onBatchWork); otherwise new work announces itself.
+        const waiting = batchWorkWaiting;
+        batchWorkWaiting = false;
+        if (running && (took === batchSize || waiting)) startBatches();
+        // A freed slot may be what claimable single jobs were waiting for.
+        if (running && backlog) void loop();
+      });
     batchTasks.add(task);
   }
 
@@ -335,12 +335,11 @@ export function createWorker(opts: WorkerOptions): Worker {
     return claiming;
   }
 
-  /** Claims single jobs while slots are free, and starts a batch lane (a wake-up or poll may be for either). */
+  /** Claims single jobs while slots are free. */
   async function claimLoop(): Promise<void> {
     try {
       do {
         wakeAgain = false;
-        startBatches();
         while (running && slots < concurrency) {
           // Leave a slot for a batch lane that is not running yet.
           const limit = Math.max(0, concurrency - slots - (batchKind !== null && batches < maxBatches ? 1 : 0));
@@ -375,7 +374,13 @@ export function createWorker(opts: WorkerOptions): Worker {
           log.error({ err: coerceError(err).message }, 'could not look at the queue at start; its lanes take the batch jobs');
         });
       }
-      timers.push(setInterval(() => void loop(), opts.pollMs));
+      // The poll looks for both kinds of work (a lane whose take finds nothing costs three round trips).
+      timers.push(
+        setInterval(() => {
+          void loop();
+          startBatches();
+        }, opts.pollMs),
+      );
       timers.push(
         setInterval(() => {
           const ids = [...inflight.keys()];
@@ -385,6 +390,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       timers.push(setInterval(() => void maintenance.tick(), opts.maintenanceMs));
       for (const t of timers) t.unref();
       void loop();
+      startBatches();
     },
     async stop(graceMs = 10_000) {
       running = false;

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { randomUUID } from 'node:crypto';
+import { uuidv7 } from '../../src/ids.ts';
+import { acceptEvent } from '../../src/intake/emit.ts';
 import { BATCH_JOBS_CHANNEL, jobCounts } from '../../src/storage/queries/jobs.ts';
+import { obraCompleted } from '../helpers/fixtures.ts';
 import { BACKEND } from '../helpers/db.ts';
 import { createTestHerald, eventually, type TestHerald } from '../helpers/herald.ts';
 
@@ -102,3 +106,23 @@ test('an announcement while both lanes are busy is taken when one of them ends',
     assert.deepEqual(batches, [1, 1, 1]);
   }),
 );
+
+test('an expansion job queued by enqueueJob (step.send, workflow-subscribed types) is announced to the batch lanes', { skip }, async () => {
+  await h.db.query(`DELETE FROM herald_jobs`);
+  const worker = h.engine.createWorker();
+  await worker.start();
+  try {
+    const tenantId = randomUUID();
+    const eventId = uuidv7();
+    const { ctx } = obraCompleted(tenantId, randomUUID());
+    // acceptEvent is what step.send and emits of workflow-subscribed types use: event + job + NOTIFY.
+    await h.db.transaction((tx) => acceptEvent(tx, h.engine.rules, { id: eventId, type: 'obra.completed', ctx, tenantId }));
+    // Polling is 10 minutes away: only the wake-up can have started the lane that expands it.
+    await eventually(async () => {
+      const { rows } = await h.db.query<{ processed: boolean }>(`SELECT processed_at IS NOT NULL AS processed FROM herald_events WHERE id = $1`, [eventId]);
+      return rows[0]?.processed;
+    }, 5_000);
+  } finally {
+    await worker.stop();
+  }
+});

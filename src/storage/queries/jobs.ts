@@ -8,6 +8,14 @@ export const JOBS_CHANNEL = 'herald_jobs';
  */
 export const BATCH_JOBS_CHANNEL = 'herald_jobs_batch';
 
+/**
+ * The job kind whose work runs in a worker's batch lanes (taken many at a time, see takeJobs):
+ * event expansion. Enqueuing one announces it on BATCH_JOBS_CHANNEL; every other kind on
+ * JOBS_CHANNEL, which only the single-job claim listens to.
+ */
+export const BATCHED_KIND = 'event.expand';
+const channelFor = (kind: string) => (kind === BATCHED_KIND ? BATCH_JOBS_CHANNEL : JOBS_CHANNEL);
+
 export interface ClaimedJob {
   id: number;
   kind: string;
@@ -44,8 +52,8 @@ export async function enqueueJob(db: Queryable, job: NewJob): Promise<void> {
                                                now() + make_interval(secs => $5::double precision / 1000)))
        ON CONFLICT (key) WHERE state = 'queued' DO UPDATE SET run_at = least(herald_jobs.run_at, excluded.run_at)
        RETURNING id)
-     SELECT pg_notify('${JOBS_CHANNEL}', '') FROM j`,
-    [job.kind, JSON.stringify(job.payload), job.key ?? null, job.maxAttempts ?? 20, job.delayMs ?? 0, job.runAtMs ?? null],
+     SELECT pg_notify($7, '') FROM j`,
+    [job.kind, JSON.stringify(job.payload), job.key ?? null, job.maxAttempts ?? 20, job.delayMs ?? 0, job.runAtMs ?? null, channelFor(job.kind)],
   );
 }
 
@@ -62,7 +70,7 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
          AS t(kind, payload, key, max_attempts, delay_ms, run_at_ms)
        ON CONFLICT (key) WHERE state = 'queued' DO UPDATE SET run_at = least(herald_jobs.run_at, excluded.run_at)
        RETURNING id)
-     SELECT pg_notify('${JOBS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM j)`,
+     SELECT pg_notify(ch, '') FROM unnest($7::text[]) AS ch WHERE EXISTS (SELECT 1 FROM j)`,
     [
       jobs.map((j) => j.kind),
       jobs.map((j) => JSON.stringify(j.payload)),
@@ -70,6 +78,7 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
       jobs.map((j) => j.maxAttempts ?? 20),
       jobs.map((j) => j.delayMs ?? 0),
       jobs.map((j) => j.runAtMs ?? null),
+      [...new Set(jobs.map((j) => channelFor(j.kind)))],
     ],
   );
 }
