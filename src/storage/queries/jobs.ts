@@ -57,7 +57,7 @@ export async function enqueueJob(db: Queryable, job: NewJob): Promise<void> {
   );
 }
 
-/** Enqueues many jobs in one statement, with at most one wake-up (see enqueueJob). */
+/** Enqueues many jobs in one statement, with at most one wake-up per channel (see enqueueJob). */
 export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> {
   if (jobs.length === 0) return;
   if (jobs.length === 1) return enqueueJob(db, jobs[0]!);
