@@ -56,24 +56,7 @@ export async function run(rt: Runtime, parts: { http: boolean; worker: boolean }
   const { settings } = rt.engine;
   let server: ServerType | undefined;
   let url = '';
-  if (parts.http) {
-    const app = createApp(rt.engine);
-    await new Promise<void>((resolve, reject) => {
-      server = serve({ fetch: app.fetch, port: settings.port, hostname: settings.host }, (info) => {
-        const host = info.address.includes(':') ? `[${info.address}]` : info.address;
-        url = `http://${host}:${info.port}`;
-        resolve();
-      });
-      server.once('error', reject);
-    });
-    rt.log.info({ build: RUNNING_BUILD, url }, 'listening');
-  }
   let worker: Worker | undefined;
-  if (parts.worker) {
-    worker = rt.engine.createWorker();
-    await worker.start();
-    rt.log.info({ worker: worker.id }, 'worker started');
-  }
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
@@ -82,8 +65,36 @@ export async function run(rt: Runtime, parts: { http: boolean; worker: boolean }
       await worker?.stop();
       await rt.close();
     })());
-  const onSignal = () => void stop().then(() => process.exit(0));
+  // The handlers go in before anything starts: a signal that arrives while the worker is still
+  // starting (after "listening" was logged) waits for the start to finish, then stops gracefully,
+  // instead of killing the process with the default action.
+  let starting: Promise<void> = Promise.resolve();
+  const onSignal = () =>
+    void starting
+      .catch(() => {})
+      .then(stop)
+      .then(() => process.exit(0));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  starting = (async () => {
+    if (parts.http) {
+      const app = createApp(rt.engine);
+      await new Promise<void>((resolve, reject) => {
+        server = serve({ fetch: app.fetch, port: settings.port, hostname: settings.host }, (info) => {
+          const host = info.address.includes(':') ? `[${info.address}]` : info.address;
+          url = `http://${host}:${info.port}`;
+          resolve();
+        });
+        server.once('error', reject);
+      });
+      rt.log.info({ build: RUNNING_BUILD, url }, 'listening');
+    }
+    if (parts.worker) {
+      worker = rt.engine.createWorker();
+      await worker.start();
+      rt.log.info({ worker: worker.id }, 'worker started');
+    }
+  })();
+  await starting;
   return { url, stop };
 }

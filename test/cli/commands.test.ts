@@ -61,6 +61,17 @@ test('herald start serves /healthz and /readyz, and stops cleanly on SIGTERM', {
   assert.equal(p.child.exitCode, 0, p.output());
 });
 
+test('a SIGTERM that arrives while herald start is still starting its worker stops it cleanly', { timeout: 60_000 }, async () => {
+  // "listening" is logged before the worker has started; the signal lands in between (or just after).
+  for (let i = 0; i < 3; i++) {
+    const p = startHerald(['start'], { ...dbEnv(), REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', JWT_SECRET: 'x'.repeat(32), PORT: '0', DATABASE_URL: dbEnv().DATABASE_URL ?? '' });
+    await p.waitFor(/"msg":"listening"/);
+    await p.kill('SIGTERM');
+    assert.equal(p.child.exitCode, 0, p.output());
+    assert.match(p.output(), /shutting down/);
+  }
+});
+
 // npm install builds dist/ (the prepare script); bin/herald.js runs it only while no source file is
 // newer, else the sources, so an edit is never silently ignored.
 test('herald start runs the compiled build when it is current, the sources otherwise', { timeout: 60_000 }, async (t) => {
