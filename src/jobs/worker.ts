@@ -168,6 +168,13 @@ export function createWorker(opts: WorkerOptions): Worker {
     }
   }
 
+  /** Runs a job claimed with a lease inside a batch lane; the heartbeat extends its lease meanwhile. */
+  async function runLeased(job: ClaimedJob): Promise<void> {
+    const done = runJob(job);
+    inflight.set(job.id, done);
+    await done.finally(() => inflight.delete(job.id));
+  }
+
   /**
    * One batch lane's turn: a transaction that takes up to batchSize due jobs of the batch kind
    * (takeJobs: the row locks are the lease), runs the handler's batch over them and commits, which
@@ -215,11 +222,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         log.error({ kind, err: coerceError(e).message }, 'could not claim the jobs of a failed batch; the poll will');
         return [] as ClaimedJob[];
       });
-      for (const job of claimed) {
-        const done = runJob(job);
-        inflight.set(job.id, done);
-        await done.finally(() => inflight.delete(job.id));
-      }
+      for (const job of claimed) await runLeased(job);
       return taken.length;
     } finally {
       tookOff();
@@ -247,9 +250,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         while (running && ran < batchSize) {
           const [job] = await claimJobs(opts.db, id, opts.leaseMs, { freshExcept: null, onlyKind: kind, maxId, limit: 1 });
           if (!job) break;
-          const done = runJob(job);
-          inflight.set(job.id, done);
-          await done.finally(() => inflight.delete(job.id));
+          await runLeased(job);
           ran++;
         }
         return 0;

@@ -32,32 +32,35 @@ describe('Db.wake', () => {
     assert.equal(woken, 1, 'an unsubscribed listener is not called');
   });
 
-  test('reaches other processes with NOTIFYs outside any transaction, coalesced', { skip: BACKEND !== 'postgres' && 'a PGlite directory belongs to one process' }, async () => {
+  /** Another process's connection LISTENing on `channel`, counting what it receives. */
+  async function listeningElsewhere(channel: string, body: (received: () => number) => Promise<void>): Promise<void> {
     const other = new pg.Client({ connectionString: t.url! });
     await other.connect();
     let received = 0;
     other.on('notification', () => received++);
-    await other.query('LISTEN wake_remote');
+    await other.query(`LISTEN ${channel}`);
     try {
-      t.db.wake('wake_remote');
-      await until(() => received === 1);
-      // A burst while the first NOTIFY is in flight folds into one more, not one per call.
-      for (let i = 0; i < 100; i++) t.db.wake('wake_remote');
-      await until(() => received >= 2);
-      await new Promise((r) => setTimeout(r, 200));
-      assert.ok(received <= 3, `100 wake-ups sent ${received - 1} NOTIFYs`);
+      await body(() => received);
     } finally {
       await other.end();
     }
-  });
+  }
+  const oneProcess = BACKEND !== 'postgres' && 'a PGlite directory belongs to one process';
 
-  test('a steady flow of wake-ups is spaced out: one NOTIFY per 5 ms at most', { skip: BACKEND !== 'postgres' && 'a PGlite directory belongs to one process' }, async () => {
-    const other = new pg.Client({ connectionString: t.url! });
-    await other.connect();
-    let received = 0;
-    other.on('notification', () => received++);
-    await other.query('LISTEN wake_steady');
-    try {
+  test('reaches other processes with NOTIFYs outside any transaction, coalesced', { skip: oneProcess }, () =>
+    listeningElsewhere('wake_remote', async (received) => {
+      t.db.wake('wake_remote');
+      await until(() => received() === 1);
+      // A burst while the first NOTIFY is in flight folds into one more, not one per call.
+      for (let i = 0; i < 100; i++) t.db.wake('wake_remote');
+      await until(() => received() >= 2);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(received() <= 3, `100 wake-ups sent ${received() - 1} NOTIFYs`);
+    }),
+  );
+
+  test('a steady flow of wake-ups is spaced out: one NOTIFY per 5 ms at most', { skip: oneProcess }, () =>
+    listeningElsewhere('wake_steady', async (received) => {
       // 300 wake-ups at least 1 ms apart (like group commits under load): each NOTIFY would be back
       // before the next wake-up, so without spacing this is ~300 NOTIFYs.
       const t0 = performance.now();
@@ -67,13 +70,11 @@ describe('Db.wake', () => {
       }
       const elapsed = performance.now() - t0;
       await new Promise((r) => setTimeout(r, 100));
-      assert.ok(received >= 2, `${received} NOTIFYs`);
+      assert.ok(received() >= 2, `${received()} NOTIFYs`);
       // (4, not 5: Node's millisecond timers may fire a fraction of a millisecond early.)
-      assert.ok(received <= elapsed / 4 + 3, `${received} NOTIFYs in ${elapsed.toFixed(0)} ms`);
-    } finally {
-      await other.end();
-    }
-  });
+      assert.ok(received() <= elapsed / 4 + 3, `${received()} NOTIFYs in ${elapsed.toFixed(0)} ms`);
+    }),
+  );
 
   test('listeners survive a lost listen connection: the next wake-up reconnects and re-subscribes', { skip: BACKEND !== 'postgres' && 'PGlite has no connection to lose' }, async () => {
     const listener: Db = await openStorage({ databaseUrl: t.url!, poolSize: 2 });

@@ -2,9 +2,10 @@ import type { Queryable } from '../db.ts';
 
 export const JOBS_CHANNEL = 'herald_jobs';
 /**
- * Wake-ups for batchable work only (event expansion, after each group commit). A worker that is
- * already running a batch lets them accumulate and claims once that batch ends, so a busy worker
- * takes a few large batches instead of one small batch per group commit.
+ * Wake-ups for batchable work only (event expansion: after each group commit, and for every
+ * expansion job enqueued otherwise). A worker that is already running a loaded batch lets them
+ * accumulate and takes once that batch ends, so a busy worker takes a few large batches instead of
+ * one small batch per group commit.
  */
 export const BATCH_JOBS_CHANNEL = 'herald_jobs_batch';
 
