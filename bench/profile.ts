@@ -45,6 +45,7 @@ function counted(db: Db): Db {
       }
     },
     exec: (sql) => q.exec(sql),
+    runTogether: (statements) => q.runTogether(statements),
   });
   return {
     ...db,

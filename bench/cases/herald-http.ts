@@ -21,7 +21,7 @@ type Cmd = ServerCommand extends infer C ? (C extends { id: number } ? Omit<C, '
 export async function startServer(cfg: ServerConfig) {
   // HERALD_BENCH_SERVER_PROF=<dir>: the server writes a V8 CPU profile there when it stops.
   const prof = process.env.HERALD_BENCH_SERVER_PROF;
-  const execArgv = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  const execArgv = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), ...(process.env.HERALD_BENCH_SERVER_ARGS?.split(' ').filter(Boolean) ?? [])];
   const child: ChildProcess = fork(await compileEntry(SERVER), { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const pending = new Map<number, (m: { ok: boolean; result?: unknown; error?: string }) => void>();
   let seq = 0;

@@ -1,5 +1,5 @@
-import type { Db, Queryable } from '../storage/db.ts';
-import { becomeUserSql } from '../storage/queries/session.ts';
+import type { Db, QueryResult, Queryable, Statement } from '../storage/db.ts';
+import { becomeUser, becomeUserSql } from '../storage/queries/session.ts';
 
 /** Claims from a verified JWT; `sub` is the user id that RLS checks every row against. */
 export interface UserClaims {
@@ -13,4 +13,31 @@ export interface UserClaims {
  */
 export function asUser<T>(db: Db, claims: UserClaims, fn: (tx: Queryable) => Promise<T>): Promise<T> {
   return db.transaction(fn, { begin: becomeUserSql(claims) });
+}
+
+/**
+ * asUser for the common request that is a single statement (a page, the badge, one change): the
+ * identity and the statement go to Postgres together and commit together — one round trip where
+ * asUser's BEGIN, statement and COMMIT take three. `fn` makes one call: a query or a runTogether.
+ */
+export async function asUserOneStatement<T>(db: Db, claims: UserClaims, fn: (q: Queryable) => Promise<T>): Promise<T> {
+  let used = false;
+  const together = (statements: Statement[]) => {
+    if (used) throw new Error('asUserOneStatement: a second call needs asUser (one transaction)');
+    used = true;
+    return db.runTogether([becomeUser(claims), ...statements]);
+  };
+  const once: Queryable = {
+    async query<R>(text: string, values: unknown[] = [], opts?: { prepare?: boolean }): Promise<QueryResult<R>> {
+      const [, result] = await together([{ text, values, prepare: opts?.prepare }]);
+      return result as QueryResult<R>;
+    },
+    async runTogether(statements) {
+      return (await together(statements)).slice(1);
+    },
+    exec() {
+      throw new Error('asUserOneStatement runs parameterised statements; use asUser');
+    },
+  };
+  return fn(once);
 }

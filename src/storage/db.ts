@@ -21,6 +21,14 @@ export interface Queryable {
   query<T = Record<string, unknown>>(text: string, values?: unknown[], opts?: QueryOptions): Promise<QueryResult<T>>;
   /** Runs multi-statement SQL without parameters (migrations). */
   exec(sql: string): Promise<void>;
+  /**
+   * Runs the statements in order as one unit: on their own, one transaction that commits when the
+   * last succeeds; inside a transaction, part of it. An error rolls back the ones before it (with
+   * the enclosing transaction) and the ones after it never run. On a Postgres server they travel in
+   * one round trip, where a query each costs one (plus BEGIN and COMMIT for a transaction of
+   * their own). Results in the statements' order.
+   */
+  runTogether(statements: Statement[]): Promise<QueryResult<Record<string, unknown>>[]>;
 }
 
 export interface Db extends Queryable {
@@ -52,4 +60,6 @@ export interface Db extends Queryable {
 export interface Statement {
   text: string;
   values: unknown[];
+  /** As QueryOptions.prepare: only for statements whose text is fixed. */
+  prepare?: boolean;
 }

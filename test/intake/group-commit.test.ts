@@ -101,6 +101,7 @@ function counting(db: Db) {
       return q.query(text, values, opts);
     },
     exec: (sql) => q.exec(sql),
+    runTogether: (statements) => q.runTogether(statements),
   });
   const wrapped: Db = {
     ...wrap(db),
@@ -108,6 +109,10 @@ function counting(db: Db) {
     transaction: (fn, o) => {
       counts.transactions++;
       return db.transaction((tx) => fn(wrap(tx)), o);
+    },
+    runTogether: (statements) => {
+      counts.transactions++;
+      return db.runTogether(statements);
     },
     withAdvisoryLock: (key, fn) => db.withAdvisoryLock(key, fn),
     listen: (ch, fn) => db.listen(ch, fn),

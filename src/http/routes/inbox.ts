@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { HttpError, ValidationError } from '../../errors.ts';
 import { isUuid } from '../../ids.ts';
-import { asUser } from '../../inbox/as-user.ts';
+import { asUserOneStatement } from '../../inbox/as-user.ts';
 import {
   changeState,
   countUnread,
@@ -55,7 +55,7 @@ function idParam(raw: string): string {
   return raw.toLowerCase();
 }
 
-/** The end-user inbox. Every query runs as the user under Row Level Security (asUser). */
+/** The end-user inbox. Every query runs as the user under Row Level Security, identity and statement in one round trip (asUserOneStatement). */
 export const inboxRoutes = new Hono<AppEnv>()
   .get('/api/notifications', jwtUser, async (c) => {
     const limit = limitParam(c.req.query('limit'));
@@ -66,36 +66,36 @@ export const inboxRoutes = new Hono<AppEnv>()
       before: decodeCursor(c.req.query('cursor')),
       limit: limit + 1,
     };
-    const rows = await asUser(c.get('engine').db, c.get('claims'), (tx) => listNotifications(tx, c.get('claims').sub, filter));
+    const rows = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => listNotifications(tx, c.get('claims').sub, filter));
     const page = rows.slice(0, limit);
     const nextCursor = rows.length > limit ? encodeCursor(page.at(-1)!) : null;
     return c.json({ ok: true, items: page.map(present), nextCursor });
   })
   .get('/api/notifications/unread-count', jwtUser, async (c) => {
-    const count = await asUser(c.get('engine').db, c.get('claims'), (tx) => countUnread(tx, c.get('claims').sub, UNREAD_CAP));
+    const count = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => countUnread(tx, c.get('claims').sub, UNREAD_CAP));
     return c.json({ ok: true, count, capped: count >= UNREAD_CAP });
   })
   .post('/api/notifications/read-all', jwtUser, async (c) => {
     const type = c.req.query('type') || null;
-    const updated = await asUser(c.get('engine').db, c.get('claims'), (tx) => markAllRead(tx, c.get('claims').sub, type));
+    const updated = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => markAllRead(tx, c.get('claims').sub, type));
     return c.json({ ok: true, updated });
   })
   .get('/api/notifications/:id', jwtUser, async (c) => {
     const id = idParam(c.req.param('id'));
-    const row = await asUser(c.get('engine').db, c.get('claims'), (tx) => getNotification(tx, id));
+    const row = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => getNotification(tx, id));
     if (!row) throw notFound();
     return c.json({ ok: true, notification: present(row) });
   })
   .post('/api/notifications/:id/:action{read|unread|archive|unarchive}', jwtUser, async (c) => {
     const id = idParam(c.req.param('id'));
     const change = c.req.param('action') as StateChange;
-    const row = await asUser(c.get('engine').db, c.get('claims'), (tx) => changeState(tx, id, change));
+    const row = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => changeState(tx, id, change));
     if (!row) throw notFound();
     return c.json({ ok: true, notification: present(row) });
   })
   .delete('/api/notifications/:id', jwtUser, async (c) => {
     const id = idParam(c.req.param('id'));
-    const deleted = await asUser(c.get('engine').db, c.get('claims'), (tx) => deleteNotification(tx, id));
+    const deleted = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => deleteNotification(tx, id));
     if (!deleted) throw notFound();
     return c.json({ ok: true, deleted: true });
   });

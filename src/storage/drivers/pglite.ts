@@ -19,6 +19,16 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       async exec(sql: string) {
         await q.exec(sql);
       },
+      // In process there is no round trip to save: the statements one by one, in a transaction of
+      // their own unless already inside one.
+      async runTogether(statements) {
+        const run = async (t: PGlite | Transaction) => {
+          const results: QueryResult<Record<string, unknown>>[] = [];
+          for (const s of statements) results.push(await wrap(t).query(s.text, s.values));
+          return results;
+        };
+        return q instanceof PGlite ? q.transaction(run) : run(q);
+      },
     };
   }
 

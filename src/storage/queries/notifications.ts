@@ -18,39 +18,41 @@ export async function insertEventNotifications(db: Queryable, events: EventNotif
   const rows = events.flatMap((e) => e.rows.map((r) => ({ ...r, eventId: e.eventId })));
   const counts = new Map(events.map((e) => [e.eventId, 0]));
   if (rows.length === 0) return counts;
-  // Both are transaction-local; the engine policies require the flag as well as the role.
-  await db.query(`SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, [], {
-    prepare: true,
-  });
-  // The rows travel as one JSON document: JSON.stringify is native, where ten parallel text
-  // arrays were escaped element by element in JS (pg's arrayString was ~12 µs per row).
-  const { rows: inserted } = await db.query<{ event_id: string }>(
-    `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
+  // The role switch, the insert and the switch back travel together (one round trip, not three).
+  // The settings are transaction-local; the engine policies require the flag as well as the role.
+  const results = await db.runTogether([
+    { text: `SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, values: [], prepare: true },
+    {
+      // The rows travel as one JSON document: JSON.stringify is native, where ten parallel text
+      // arrays were escaped element by element in JS (pg's arrayString was ~12 µs per row).
+      text: `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
      SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data, t.event_id, t.dedupe_key
      FROM json_to_recordset($1::json) AS t(id uuid, user_id uuid, tenant_id uuid, title text, body text, type text,
        action_url text, data jsonb, event_id uuid, dedupe_key text)
      ON CONFLICT (dedupe_key) DO NOTHING
      RETURNING event_id::text`,
-    [
-      JSON.stringify(
-        rows.map((r) => ({
-          id: uuidv7(),
-          user_id: r.userId,
-          tenant_id: r.tenantId,
-          title: r.title,
-          body: r.body,
-          type: r.type,
-          action_url: r.actionUrl,
-          data: r.data,
-          event_id: r.eventId,
-          dedupe_key: r.dedupeKey,
-        })),
-      ),
-    ],
-    { prepare: true },
-  );
-  await db.exec(`RESET ROLE; SELECT set_config('herald.actor', '', true)`);
-  for (const r of inserted) counts.set(r.event_id, (counts.get(r.event_id) ?? 0) + 1);
+      values: [
+        JSON.stringify(
+          rows.map((r) => ({
+            id: uuidv7(),
+            user_id: r.userId,
+            tenant_id: r.tenantId,
+            title: r.title,
+            body: r.body,
+            type: r.type,
+            action_url: r.actionUrl,
+            data: r.data,
+            event_id: r.eventId,
+            dedupe_key: r.dedupeKey,
+          })),
+        ),
+      ],
+      prepare: true,
+    },
+    { text: `RESET ROLE`, values: [], prepare: true },
+    { text: `SELECT set_config('herald.actor', '', true)`, values: [], prepare: true },
+  ]);
+  for (const r of results[1]!.rows as { event_id: string }[]) counts.set(r.event_id, (counts.get(r.event_id) ?? 0) + 1);
   return counts;
 }
 

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import type { Statement } from '../db.ts';
 
 /**
  * SQL that makes the rest of the transaction run as an end user: role herald_user (not owner, not
@@ -13,4 +14,17 @@ import pg from 'pg';
  */
 export function becomeUserSql(claims: Record<string, unknown>): string {
   return `SELECT set_config('role', 'herald_user', true), set_config('request.jwt.claims', ${pg.escapeLiteral(JSON.stringify(claims))}, true)`;
+}
+
+/**
+ * The same identity as a statement with the claims as a parameter, for Db.runTogether: it and the
+ * user's statement run in one transaction, so the settings end with it, and if it failed the
+ * user's statement would not run at all (never as the connecting role).
+ */
+export function becomeUser(claims: Record<string, unknown>): Statement {
+  return {
+    text: `SELECT set_config('role', 'herald_user', true), set_config('request.jwt.claims', $1, true)`,
+    values: [JSON.stringify(claims)],
+    prepare: true,
+  };
 }
