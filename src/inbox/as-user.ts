@@ -1,5 +1,5 @@
 import type { Db, QueryResult, Queryable, Statement } from '../storage/db.ts';
-import { becomeUser, becomeUserSql } from '../storage/queries/session.ts';
+import { becomeUser } from '../storage/queries/session.ts';
 
 /** Claims from a verified JWT; `sub` is the user id that RLS checks every row against. */
 export interface UserClaims {
@@ -9,10 +9,10 @@ export interface UserClaims {
 
 /**
  * Runs `fn` as the end user, in its own transaction, so every row it touches passes through the
- * notifications policies. Identity cannot outlive the transaction (see becomeUserSql).
+ * notifications policies. Identity cannot outlive the transaction (see becomeUser).
  */
 export function asUser<T>(db: Db, claims: UserClaims, fn: (tx: Queryable) => Promise<T>): Promise<T> {
-  return db.transaction(fn, { begin: becomeUserSql(claims) });
+  return db.transaction(fn, { begin: becomeUser(claims) });
 }
 
 /**

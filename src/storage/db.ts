@@ -34,11 +34,12 @@ export interface Queryable {
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /**
-   * Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. `begin` is
-   * parameterless SQL that opens the transaction with BEGIN, in the same round trip on Postgres
-   * (the inbox's per-request identity, see queries/session.ts).
+   * Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. `begin` is a
+   * statement that opens it (the inbox's identity, a batch's planner settings). On Postgres, BEGIN
+   * and `begin` travel with fn's first statement: a transaction costs its statements' round
+   * trips plus one for COMMIT.
    */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: { begin?: string }): Promise<T>;
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: { begin?: Statement }): Promise<T>;
   /**
    * Holds a session-level advisory lock for the duration of `fn` (on one connection), so several
    * processes starting at once migrate one after another.

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import type { Db, Queryable } from '../../src/storage/db.ts';
 import { openStorage } from '../../src/storage/open.ts';
-import { becomeUserSql } from '../../src/storage/queries/session.ts';
+import { becomeUser } from '../../src/storage/queries/session.ts';
 import { insertNotifications } from '../../src/storage/queries/notifications.ts';
 import { asUser } from '../../src/inbox/as-user.ts';
 import { uuidv7 } from '../../src/ids.ts';
@@ -150,7 +150,8 @@ describe('RLS matrix through SQL as herald_user', () => {
 
   test('A updating its own read_at works (positive control), inside a rolled-back transaction', async () => {
     const n = await inRolledBackTx(h.db, async (tx) => {
-      await tx.exec(becomeUserSql({ sub: A }));
+      const identity = becomeUser({ sub: A });
+      await tx.query(identity.text, identity.values);
       return (await tx.query(`UPDATE notifications SET read_at = now(), seen_at = now(), archived_at = now() RETURNING user_id`)).rows;
     });
     assert.deepEqual(

@@ -119,4 +119,50 @@ describe('Db.runTogether', () => {
     assert.notEqual(back.rows[0]!.who, 'herald_user', `the role ended with the statement (${BACKEND})`);
     assert.ok(!back.rows[0]!.claims, 'the claims ended with the statement');
   });
+
+  describe('Db.transaction (BEGIN travels with the first statement)', () => {
+    test('statements issued at once as the first ones all run inside the one transaction', async () => {
+      const ids = await single.transaction((tx) =>
+        Promise.all([1, 2, 3, 4].map(async () => (await tx.query<{ x: string }>(`SELECT txid_current()::text AS x`)).rows[0]!.x)),
+      );
+      assert.equal(new Set(ids).size, 1, `one transaction id for all: ${ids.join(', ')}`);
+    });
+
+    test('the begin statement applies to the whole transaction', async () => {
+      const v = await single.transaction(
+        async (tx) => (await tx.query<{ v: string }>(`SELECT current_setting('herald.begun', true) AS v`)).rows[0]!.v,
+        { begin: { text: `SELECT set_config('herald.begun', $1, true)`, values: ['yes'] } },
+      );
+      assert.equal(v, 'yes');
+    });
+
+    test('a failing first statement rolls the transaction back and leaves the connection idle', async () => {
+      await assert.rejects(
+        single.transaction(async (tx) => {
+          await tx.runTogether([
+            { text: `INSERT INTO together_t (x) VALUES ($1)`, values: [40] },
+            { text: `SELECT 1 / $1::int`, values: [0] },
+          ]);
+        }),
+        /division by zero/,
+      );
+      assert.deepEqual((await single.query(`SELECT x FROM together_t WHERE x = 40`)).rows, []);
+      const txid = async () => (await single.query<{ x: string }>(`SELECT txid_current()::text AS x`)).rows[0]!.x;
+      assert.notEqual(await txid(), await txid(), 'each statement is its own transaction: none was left open');
+    });
+
+    test('a first statement whose value cannot be sent does not leave the rest outside the transaction', async () => {
+      const circular: Record<string, unknown> = {};
+      circular.self = circular;
+      await assert.rejects(
+        single.transaction(async (tx) => {
+          await assert.rejects(tx.query(`SELECT $1::jsonb`, [circular]));
+          await tx.query(`INSERT INTO together_t (x) VALUES ($1)`, [30]);
+          throw new Error('undo');
+        }),
+        /undo/,
+      );
+      assert.deepEqual((await single.query(`SELECT x FROM together_t WHERE x = 30`)).rows, [], 'the insert was rolled back with the transaction');
+    });
+  });
 });

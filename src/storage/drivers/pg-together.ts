@@ -13,11 +13,16 @@ import type { QueryResult, Statement } from '../db.ts';
  * pg has no API for it (its pipeline mode sends a Sync per query: separate transactions), so this
  * is a custom Submittable: the client hands it the backend's messages until ReadyForQuery.
  */
-export function runTogether(client: pg.ClientBase, statements: (Statement & { prepare?: boolean })[]): Promise<QueryResult<Record<string, unknown>>[]> {
-  return new Promise((resolve, reject) => {
-    const together = new Together(statements, (err, results) => (err ? reject(err) : resolve(results!)));
-    client.query(together as unknown as pg.QueryConfig);
+export function runTogether(client: pg.ClientBase, statements: Statement[]): Promise<QueryResult<Record<string, unknown>>[]> {
+  let settle: Done = () => {};
+  const done = new Promise<QueryResult<Record<string, unknown>>[]>((resolve, reject) => {
+    settle = (err, results) => (err ? reject(err) : resolve(results!));
   });
+  // Throws here, synchronously and before anything is queued, when a value cannot be sent: a
+  // caller that opens a transaction with these statements then knows nothing was sent.
+  const together = new Together(statements, (err, results) => settle(err, results));
+  client.query(together as unknown as pg.QueryConfig);
+  return done;
 }
 
 /** Names of prepared statements known to exist on a connection (confirmed by a completed run). */
@@ -63,20 +68,19 @@ class Together {
   private connection: Connection | undefined;
   private settled = false;
 
-  constructor(
-    private readonly statements: (Statement & { prepare?: boolean })[],
-    private readonly done: Done,
-  ) {}
+  private readonly values: unknown[][];
 
-  /** Returning an Error (before anything was written) makes the client report it via handleError. */
-  submit(connection: Connection): Error | null {
-    let values: unknown[][];
-    try {
-      // Map values first, so a value that cannot be sent fails before any message is written.
-      values = this.statements.map((s) => s.values.map((v) => prepareValue(v)));
-    } catch (err) {
-      return err as Error;
-    }
+  constructor(
+    private readonly statements: Statement[],
+    private readonly done: Done,
+  ) {
+    // Values are mapped to their wire text up front, so one that cannot be sent (e.g. a circular
+    // object) throws before any message is written.
+    this.values = statements.map((s) => s.values.map((v) => prepareValue(v)));
+  }
+
+  submit(connection: Connection): null {
+    const values = this.values;
     this.connection = connection;
     let known = preparedOn.get(connection);
     if (!known) preparedOn.set(connection, (known = new Set()));

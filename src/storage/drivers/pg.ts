@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { createHash } from 'node:crypto';
-import type { Db, QueryOptions, QueryResult, Queryable } from '../db.ts';
+import type { Db, QueryOptions, QueryResult, Queryable, Statement } from '../db.ts';
 import { runTogether } from './pg-together.ts';
 
 // Return timestamps and bigints as the same JS types PGlite gives, so callers see one shape.
@@ -31,6 +31,8 @@ function send(client: pg.ClientBase | pg.Pool, config: pg.QueryConfig | string):
     client.query(config as pg.QueryConfig, (err: Error | undefined, res: pg.QueryResult) => (err ? reject(err) : resolve(res)));
   });
 }
+
+const BEGIN: Statement = { text: 'BEGIN', values: [], prepare: true };
 
 function wrap(client: pg.PoolClient | pg.Pool): Queryable {
   return {
@@ -133,13 +135,40 @@ export function openPg(opts: PgOptions): Db {
     ...wrap(pool),
     async transaction(fn, opts) {
       const client = await pool.connect();
+      // BEGIN is not a round trip of its own: it goes out with the first statement (runTogether),
+      // which is also when Postgres would take the transaction's snapshot anyway.
+      let opened = false;
+      const lead: Statement[] = opts?.begin ? [BEGIN, opts.begin] : [BEGIN];
+      /** Sends `statements`, preceded by BEGIN if this is the transaction's first. */
+      const together = (statements: Statement[]) => {
+        if (opened) return runTogether(client, statements);
+        // runTogether throws synchronously, having sent nothing, when a value cannot be sent:
+        // then the transaction is still unopened and the next statement opens it.
+        const pending = runTogether(client, [...lead, ...statements]);
+        opened = true;
+        return pending.then((r) => r.slice(lead.length));
+      };
+      const plain = wrap(client);
+      // Each method hands its statements to the client before any await, so statements issued
+      // concurrently reach the connection in call order, BEGIN first.
+      const tx: Queryable = {
+        async query<T>(text: string, values?: unknown[], qopts?: QueryOptions): Promise<QueryResult<T>> {
+          if (opened) return plain.query<T>(text, values, qopts);
+          const [result] = await together([{ text, values: values ?? [], prepare: qopts?.prepare }]);
+          return result as QueryResult<T>;
+        },
+        async exec(sql) {
+          if (!opened) await together([]);
+          await plain.exec(sql);
+        },
+        runTogether: async (statements) => together(statements),
+      };
       try {
-        await send(client, opts?.begin ? `BEGIN; ${opts.begin}` : 'BEGIN');
-        const result = await fn(wrap(client));
-        await send(client, 'COMMIT');
+        const result = await fn(tx);
+        if (opened) await send(client, 'COMMIT');
         return result;
       } catch (err) {
-        await send(client, 'ROLLBACK').catch(() => {});
+        if (opened) await send(client, 'ROLLBACK').catch(() => {});
         throw err;
       } finally {
         client.release();

@@ -37,7 +37,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     ...wrap(pglite),
     transaction: (fn, opts) =>
       pglite.transaction(async (tx) => {
-        if (opts?.begin) await tx.exec(opts.begin);
+        if (opts?.begin) await tx.query(opts.begin.text, opts.begin.values);
         return fn(wrap(tx));
       }),
     // One process owns a PGlite directory, so the lock is uncontended; it is still taken so the

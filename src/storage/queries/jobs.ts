@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import type { Queryable, Statement } from '../db.ts';
 
 export const JOBS_CHANNEL = 'herald_jobs';
 /**
@@ -181,7 +181,7 @@ export async function takeJobs(tx: Queryable, kind: string, limit: number): Prom
  * while the table grows: bench/profile.ts found herald_events scanned whole ~0.7 times per batch.
  * With sequential scans priced out, every plan is an index lookup, whatever the statistics say.
  */
-export const BATCH_TRANSACTION_SETTINGS = 'SET LOCAL enable_seqscan = off';
+export const BATCH_TRANSACTION_SETTINGS: Statement = { text: 'SET LOCAL enable_seqscan = off', values: [], prepare: true };
 
 const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;
 
