@@ -5,7 +5,7 @@ import type { CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Queryable } from '../storage/db.ts';
 import { deliveryJob, insertDeliveries } from '../storage/queries/deliveries.ts';
-import { getEvent, getEvents, markEventsProcessed } from '../storage/queries/events.ts';
+import { getEvent, getEvents } from '../storage/queries/events.ts';
 import { BATCHED_KIND, enqueueJobs } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import { ruleFor } from '../rules/compile.ts';
@@ -27,8 +27,8 @@ export async function processEvent(
 
 /**
  * Writes the planned effects of one or more events in the caller's transaction: their inbox rows
- * (one statement), their email, WhatsApp and webhook deliveries with a send job each, and their
- * "processed" marks (one statement).
+ * and "processed" marks (one statement), and their email, WhatsApp and webhook deliveries with a
+ * send job each.
  */
 async function commitEffects(
   tx: Queryable,
@@ -41,7 +41,6 @@ async function commitEffects(
     created.push(...(await insertDeliveries(tx, event, plan.deliveries, rules.delivery.maxAttempts)));
   }
   await enqueueJobs(tx, created.map(deliveryJob));
-  await markEventsProcessed(tx, inserted);
   return { inserted, deliveries: created.length };
 }
 

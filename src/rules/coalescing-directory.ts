@@ -1,7 +1,14 @@
 import type { DeliveryLookups } from './plan-channels.ts';
 import type { Directory } from './recipients.ts';
+import type { Recipient } from './types.ts';
 
 type Lookups = Directory & DeliveryLookups;
+type Preferences = Awaited<ReturnType<DeliveryLookups['preferences']>>;
+
+/** A directory that can fetch users and their preferences in one round trip. */
+interface Prefetching {
+  findUsersWithPreferences(ids: string[]): Promise<{ users: Recipient[]; preferences: Preferences }>;
+}
 
 /** Groups rows by user id (lower case); the cut for some ids keeps the rows' original order. */
 function rowsByUser<R>(all: R[], userOf: (r: R) => string): (ids: string[]) => R[] {
@@ -25,7 +32,7 @@ function rowsByUser<R>(all: R[], userOf: (r: R) => string): (ids: string[]) => R
  * (they share one transaction's connection). A batch of 100 events then costs a handful of
  * directory queries instead of a few hundred.
  */
-export function coalescingDirectory(inner: Lookups): Lookups {
+export function coalescingDirectory(inner: Lookups & Partial<Prefetching>): Lookups {
   let chain: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     const p = chain.then(fn);
@@ -65,9 +72,23 @@ export function coalescingDirectory(inner: Lookups): Lookups {
     return memo.get(key) as Promise<T>;
   };
 
+  // Users found come with their preferences when the directory can send both at once (planning
+  // asks for the preferences of nearly every recipient right after finding it): the preferences of
+  // ids asked for already, by lower-cased id, so a later lookup of only those costs no round trip.
+  const prefetched = new Map<string, Preferences>();
+  const findUsers = async (ids: string[]): Promise<Recipient[]> => {
+    if (!inner.findUsersWithPreferences) return inner.findUsers(ids);
+    const { users, preferences } = await inner.findUsersWithPreferences(ids);
+    for (const id of ids) prefetched.set(id, []);
+    for (const p of preferences) prefetched.get(p.user_id.toLowerCase())?.push(p);
+    return users;
+  };
+  const preferences = (ids: string[]): Promise<Preferences> =>
+    ids.every((id) => prefetched.has(id)) ? Promise.resolve(ids.flatMap((id) => prefetched.get(id)!)) : inner.preferences(ids);
+
   return {
-    findUsers: byUserIds(inner.findUsers, (all) => rowsByUser(all, (u) => u.id)),
-    preferences: byUserIds(inner.preferences, (all) => rowsByUser(all, (p) => p.user_id)),
+    findUsers: byUserIds(findUsers, (all) => rowsByUser(all, (u) => u.id)),
+    preferences: byUserIds(preferences, (all) => rowsByUser(all, (p) => p.user_id)),
     quietHolds: byUserIds(inner.quietHolds, (all) => {
       const byId = new Map([...all].map(([id, hold]) => [id.toLowerCase(), [id, hold] as const]));
       return (ids) => new Map(ids.flatMap((id) => (byId.has(id) ? [byId.get(id)!] : [])));

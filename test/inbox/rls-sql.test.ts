@@ -12,7 +12,7 @@ import pg from 'pg';
 import type { Db, Queryable } from '../../src/storage/db.ts';
 import { openStorage } from '../../src/storage/open.ts';
 import { becomeUser } from '../../src/storage/queries/session.ts';
-import { insertNotifications } from '../../src/storage/queries/notifications.ts';
+import { insertEventNotifications, insertNotifications } from '../../src/storage/queries/notifications.ts';
 import { asUser } from '../../src/inbox/as-user.ts';
 import { uuidv7 } from '../../src/ids.ts';
 
@@ -541,6 +541,41 @@ describe('RLS matrix through SQL as herald_user', () => {
     } finally {
       if (db1 !== h.db) await db1.close();
     }
+  });
+
+  test('the engine insert marks every event it was given processed, with the rows it inserted', async () => {
+    const [withRows, without, repeated] = [uuidv7(), uuidv7(), uuidv7()];
+    for (const id of [withRows, without, repeated]) {
+      await h.db.query(`INSERT INTO herald_events (id, type, ctx, mode) VALUES ($1, 'test.marks', '{}', 'workflow')`, [id]);
+    }
+    const row = (eventId: string, key: string) => ({
+      userId: randomUUID(), tenantId: null, title: 't', body: null, type: 'info', actionUrl: null, data: {}, dedupeKey: `${eventId}:${key}`,
+    });
+    // An earlier run already inserted this event's row (its dedupe key exists): nothing new now.
+    await h.db.transaction((tx) => insertNotifications(tx, repeated, [row(repeated, 'x')]));
+    await h.db.query(`UPDATE herald_events SET processed_at = NULL, inserted = NULL WHERE id = $1`, [repeated]);
+    const counts = await h.db.transaction((tx) =>
+      insertEventNotifications(tx, [
+        { eventId: withRows, rows: [row(withRows, 'a'), row(withRows, 'b')] },
+        { eventId: without, rows: [] },
+        { eventId: repeated, rows: [row(repeated, 'x')] },
+      ]),
+    );
+    assert.deepEqual(Object.fromEntries(counts), { [withRows]: 2, [without]: 0, [repeated]: 0 });
+    const marks = await h.db.query<{ id: string; processed: boolean; inserted: number }>(
+      `SELECT id::text, processed_at IS NOT NULL AS processed, inserted FROM herald_events WHERE type = 'test.marks'`,
+    );
+    assert.deepEqual(
+      Object.fromEntries(marks.rows.map((r) => [r.id, [r.processed, r.inserted]])),
+      { [withRows]: [true, 2], [without]: [true, 0], [repeated]: [true, 0] },
+    );
+    // An event with no rows at all in the call is marked too (no insert runs then).
+    const lone = uuidv7();
+    await h.db.query(`INSERT INTO herald_events (id, type, ctx, mode) VALUES ($1, 'test.marks', '{}', 'workflow')`, [lone]);
+    await h.db.transaction((tx) => insertEventNotifications(tx, [{ eventId: lone, rows: [] }]));
+    const loneMark = await h.db.query<{ inserted: number }>(`SELECT inserted FROM herald_events WHERE id = $1 AND processed_at IS NOT NULL`, [lone]);
+    assert.deepEqual(loneMark.rows, [{ inserted: 0 }]);
+    assertNoIdentity(await identity(h.db), 'after the engine insert and marks');
   });
 });
 

@@ -1,6 +1,7 @@
 import type { Queryable } from '../db.ts';
 import type { InAppNotification } from '../../rules/plan.ts';
 import { uuidv7 } from '../../ids.ts';
+import { markEventsProcessed } from './events.ts';
 
 /** One event's in-app rows (an expansion batch carries many events). */
 export interface EventNotifications {
@@ -9,28 +10,42 @@ export interface EventNotifications {
 }
 
 /**
- * Inserts in-app notifications as the herald_engine role (RLS applies to it too, through its own
- * policy), in one multi-row statement for any number of events. A row whose dedupe key exists is
- * skipped, so processing an event twice inserts nothing the second time. Returns the number of
- * rows inserted per event id.
+ * Inserts the events' in-app notifications and marks the events processed, each with the number
+ * of rows it inserted, in one statement for any number of events (the round trip of an expansion
+ * batch's effects). It runs as the herald_engine role: RLS applies to the engine too, through its
+ * own policy. A row whose dedupe key exists is skipped, so processing an event twice inserts
+ * nothing the second time. Returns the number of rows inserted per event id.
  */
 export async function insertEventNotifications(db: Queryable, events: EventNotifications[]): Promise<Map<string, number>> {
   const rows = events.flatMap((e) => e.rows.map((r) => ({ ...r, eventId: e.eventId })));
   const counts = new Map(events.map((e) => [e.eventId, 0]));
-  if (rows.length === 0) return counts;
-  // The role switch, the insert and the switch back travel together (one round trip, not three).
+  if (rows.length === 0) {
+    await markEventsProcessed(db, counts);
+    return counts;
+  }
+  // The role switch, the statement and the switch back travel together (one round trip).
   // The settings are transaction-local; the engine policies require the flag as well as the role.
   const results = await db.runTogether([
     { text: `SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, values: [], prepare: true },
     {
       // The rows travel as one JSON document: JSON.stringify is native, where ten parallel text
       // arrays were escaped element by element in JS (pg's arrayString was ~12 µs per row).
-      text: `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
-     SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data, t.event_id, t.dedupe_key
-     FROM json_to_recordset($1::json) AS t(id uuid, user_id uuid, tenant_id uuid, title text, body text, type text,
-       action_url text, data jsonb, event_id uuid, dedupe_key text)
-     ON CONFLICT (dedupe_key) DO NOTHING
-     RETURNING event_id::text`,
+      text: `WITH new_rows AS (
+       INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, event_id, dedupe_key)
+       SELECT t.id, t.user_id, t.tenant_id, t.title, t.body, t.type, t.action_url, t.data, t.event_id, t.dedupe_key
+       FROM json_to_recordset($1::json) AS t(id uuid, user_id uuid, tenant_id uuid, title text, body text, type text,
+         action_url text, data jsonb, event_id uuid, dedupe_key text)
+       ON CONFLICT (dedupe_key) DO NOTHING
+       RETURNING event_id
+     ), per_event AS (
+       SELECT event_id, count(*)::int AS n FROM new_rows GROUP BY event_id
+     ), marked AS (
+       -- Runs although nothing reads it (a data-modifying WITH always runs to completion).
+       UPDATE herald_events e SET processed_at = now(), inserted = coalesce(p.n, 0)
+       FROM unnest($2::uuid[]) AS t(id) LEFT JOIN per_event p ON p.event_id = t.id
+       WHERE e.id = t.id
+     )
+     SELECT event_id::text, n FROM per_event`,
       values: [
         JSON.stringify(
           rows.map((r) => ({
@@ -46,13 +61,14 @@ export async function insertEventNotifications(db: Queryable, events: EventNotif
             dedupe_key: r.dedupeKey,
           })),
         ),
+        [...counts.keys()],
       ],
       prepare: true,
     },
     { text: `RESET ROLE`, values: [], prepare: true },
     { text: `SELECT set_config('herald.actor', '', true)`, values: [], prepare: true },
   ]);
-  for (const r of results[1]!.rows as { event_id: string }[]) counts.set(r.event_id, (counts.get(r.event_id) ?? 0) + 1);
+  for (const r of results[1]!.rows as { event_id: string; n: number }[]) counts.set(r.event_id, r.n);
   return counts;
 }
 

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db.ts';
+import type { Queryable, Statement } from '../db.ts';
 
 export type PreferenceChannel = '*' | 'in_app' | 'email' | 'whatsapp';
 export const PREFERENCE_CHANNELS: PreferenceChannel[] = ['*', 'in_app', 'email', 'whatsapp'];
@@ -20,13 +20,16 @@ export interface QuietHoursRow {
 
 export async function preferencesOf(db: Queryable, userIds: string[]): Promise<PreferenceRow[]> {
   if (userIds.length === 0) return [];
-  const { rows } = await db.query<PreferenceRow>(
-    `SELECT user_id, channel, scope, enabled, updated_at FROM herald_preferences WHERE user_id = ANY($1::uuid[]) ORDER BY user_id, channel, scope`,
-    [userIds],
-    { prepare: true },
-  );
-  return rows;
+  const { text, values, prepare } = preferencesStatement(userIds);
+  return (await db.query<PreferenceRow>(text, values, { prepare })).rows;
 }
+
+/** The statement of preferencesOf, to send together with another (users.ts). */
+export const preferencesStatement = (userIds: string[]): Statement => ({
+  text: `SELECT user_id, channel, scope, enabled, updated_at FROM herald_preferences WHERE user_id = ANY($1::uuid[]) ORDER BY user_id, channel, scope`,
+  values: [userIds],
+  prepare: true,
+});
 
 export async function setPreference(db: Queryable, userId: string, p: { channel: PreferenceChannel; scope: string; enabled: boolean }): Promise<void> {
   await db.query(

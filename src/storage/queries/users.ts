@@ -1,6 +1,6 @@
-import type { Queryable } from '../db.ts';
+import type { Queryable, Statement } from '../db.ts';
 import type { Recipient } from '../../rules/types.ts';
-import { preferencesOf, quietHolds } from './preferences.ts';
+import { preferencesOf, preferencesStatement, quietHolds, type PreferenceRow } from './preferences.ts';
 import { endpointsFor } from './webhook-endpoints.ts';
 
 export interface DirectoryUserInput {
@@ -76,10 +76,30 @@ export async function deleteUser(db: Queryable, id: string): Promise<boolean> {
 
 export async function findUsers(db: Queryable, ids: string[]): Promise<Recipient[]> {
   if (ids.length === 0) return [];
-  const { rows } = await db.query<UserRow>(`SELECT ${COLUMNS} FROM herald_users WHERE id = ANY($1::uuid[])`, [ids], {
-    prepare: true,
-  });
-  return rows.map(toRecipient);
+  const { text, values, prepare } = findUsersStatement(ids);
+  return (await db.query<UserRow>(text, values, { prepare })).rows.map(toRecipient);
+}
+
+const findUsersStatement = (ids: string[]): Statement => ({
+  text: `SELECT ${COLUMNS} FROM herald_users WHERE id = ANY($1::uuid[])`,
+  values: [ids],
+  prepare: true,
+});
+
+/**
+ * The users with these ids and their preferences, in one round trip: the rules plan nearly every
+ * recipient's channels against its preferences right after finding it (the batch directory).
+ */
+export async function findUsersWithPreferences(
+  db: Queryable,
+  ids: string[],
+): Promise<{ users: Recipient[]; preferences: PreferenceRow[] }> {
+  if (ids.length === 0) return { users: [], preferences: [] };
+  const [users, preferences] = await db.runTogether([findUsersStatement(ids), preferencesStatement(ids)]);
+  return {
+    users: (users!.rows as unknown as UserRow[]).map(toRecipient),
+    preferences: preferences!.rows as unknown as PreferenceRow[],
+  };
 }
 
 export async function tenantMembers(db: Queryable, tenantId: string): Promise<Recipient[]> {
@@ -96,6 +116,7 @@ export async function tenantMembers(db: Queryable, tenantId: string): Promise<Re
  */
 export const directoryOn = (db: Queryable) => ({
   findUsers: (ids: string[]) => findUsers(db, ids),
+  findUsersWithPreferences: (ids: string[]) => findUsersWithPreferences(db, ids),
   tenantMembers: (tenantId: string) => tenantMembers(db, tenantId),
   preferences: (ids: string[]) => preferencesOf(db, ids),
   quietHolds: (ids: string[]) => quietHolds(db, ids),
