@@ -14,6 +14,7 @@ import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ChildReply, ChildTask } from './child.ts';
 import { barsReport } from './lib/bars.ts';
+import { boxSpeedMBps } from './lib/box-speed.ts';
 import { compileEntry } from './lib/compile.ts';
 import { SUBJECTS } from './subjects.ts';
 import { startBenchPostgres, type BenchPostgres } from './lib/postgres.ts';
@@ -85,6 +86,7 @@ async function main() {
   pgx = await startBenchPostgres({ mode: args.pg });
   const results: ModeResult[] = [];
   const failures: string[] = [];
+  const speedBefore = boxSpeedMBps();
   try {
     log(`Postgres ${pgx.version} (${pgx.kind === 'private' ? 'private throw-away cluster' : 'throw-away databases on the local server'}), ${args.sizes.runs} run(s), ${args.quick ? 'quick' : 'full'}`);
     // Rounds: every subject once per round, so drift on the machine spreads over all of them.
@@ -111,7 +113,8 @@ async function main() {
     await pgx.cleanup();
   }
   const summaries = summarise(results);
-  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}, PostgreSQL ${pgx.version} (${pgx.kind}; ${Object.entries(pgx.settings).map(([k, v]) => `${k}=${v}`).join(', ')})`;
+  const speed = `box speed (SHA-256, one core): ${Math.round(speedBefore)} MB/s before the cases, ${Math.round(boxSpeedMBps())} MB/s after`;
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}, PostgreSQL ${pgx.version} (${pgx.kind}; ${Object.entries(pgx.settings).map(([k, v]) => `${k}=${v}`).join(', ')}); ${speed}`;
   const out = [
     `## herald benchmarks (${args.quick ? 'quick' : 'full'}, ${args.sizes.runs} run(s), ${((Date.now() - started) / 60_000).toFixed(1)} min)`,
     '',
