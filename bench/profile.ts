@@ -32,33 +32,26 @@ const census = new Map<string, Stat>();
 let transactions = 0;
 const label = (sql: string) => sql.replace(/\s+/g, ' ').trim().slice(0, 90);
 
+/** Runs one round trip, adding its count and client-observed time to `key`'s census entry. */
+async function timed<T>(key: string, send: () => Promise<T>): Promise<T> {
+  const t = now();
+  try {
+    return await send();
+  } finally {
+    const s = census.get(key) ?? { n: 0, ms: 0 };
+    s.n++;
+    s.ms += now() - t;
+    census.set(key, s);
+  }
+}
+
 function counted(db: Db): Db {
   const wrap = (q: Queryable): Queryable => ({
-    async query(text, values, opts) {
-      const t = now();
-      try {
-        return await q.query(text, values, opts);
-      } finally {
-        const s = census.get(label(text)) ?? { n: 0, ms: 0 };
-        s.n++;
-        s.ms += now() - t;
-        census.set(label(text), s);
-      }
-    },
+    query: (text, values, opts) => timed(label(text), () => q.query(text, values, opts)),
     exec: (sql) => q.exec(sql),
     // Statements sent together are one round trip: counted as one entry.
-    async runTogether(statements) {
-      const t = now();
-      const key = `together: ${statements.map((st) => label(st.text).slice(0, 40)).join(' + ')}`;
-      try {
-        return await q.runTogether(statements);
-      } finally {
-        const s = census.get(key) ?? { n: 0, ms: 0 };
-        s.n++;
-        s.ms += now() - t;
-        census.set(key, s);
-      }
-    },
+    runTogether: (statements) =>
+      timed(`together: ${statements.map((st) => label(st.text).slice(0, 40)).join(' + ')}`, () => q.runTogether(statements)),
   });
   return {
     ...db,

@@ -569,7 +569,7 @@ describe('RLS matrix through SQL as herald_user', () => {
       Object.fromEntries(marks.rows.map((r) => [r.id, [r.processed, r.inserted]])),
       { [withRows]: [true, 2], [without]: [true, 0], [repeated]: [true, 0] },
     );
-    // An event with no rows at all in the call is marked too (no insert runs then).
+    // A call whose events have no rows at all marks them too (the insert inserts nothing).
     const lone = uuidv7();
     await h.db.query(`INSERT INTO herald_events (id, type, ctx, mode) VALUES ($1, 'test.marks', '{}', 'workflow')`, [lone]);
     await h.db.transaction((tx) => insertEventNotifications(tx, [{ eventId: lone, rows: [] }]));

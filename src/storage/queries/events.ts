@@ -38,16 +38,6 @@ export async function getEvents(db: Queryable, ids: string[]): Promise<EventRow[
   ).rows;
 }
 
-/** Marks many events processed, each with its number of in-app rows, in one statement. */
-export async function markEventsProcessed(db: Queryable, inserted: Map<string, number>): Promise<void> {
-  await db.query(
-    `UPDATE herald_events e SET processed_at = now(), inserted = t.n
-     FROM unnest($1::uuid[], $2::int[]) AS t(id, n) WHERE e.id = t.id`,
-    [[...inserted.keys()], [...inserted.values()]],
-    { prepare: true },
-  );
-}
-
 /** A workflow-mode event ready to store, with its idempotency key and the response to keep for it. */
 export interface IncomingEvent {
   id: string;

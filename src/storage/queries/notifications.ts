@@ -1,7 +1,6 @@
 import type { Queryable } from '../db.ts';
 import type { InAppNotification } from '../../rules/plan.ts';
 import { uuidv7 } from '../../ids.ts';
-import { markEventsProcessed } from './events.ts';
 
 /** One event's in-app rows (an expansion batch carries many events). */
 export interface EventNotifications {
@@ -19,11 +18,9 @@ export interface EventNotifications {
 export async function insertEventNotifications(db: Queryable, events: EventNotifications[]): Promise<Map<string, number>> {
   const rows = events.flatMap((e) => e.rows.map((r) => ({ ...r, eventId: e.eventId })));
   const counts = new Map(events.map((e) => [e.eventId, 0]));
-  if (rows.length === 0) {
-    await markEventsProcessed(db, counts);
-    return counts;
-  }
-  // The role switch, the statement and the switch back travel together (one round trip).
+  if (events.length === 0) return counts;
+  // The role switch, the statement and the switch back travel together (one round trip). Events
+  // without rows are marked by the same statement: its insert then inserts nothing.
   // The settings are transaction-local; the engine policies require the flag as well as the role.
   const results = await db.runTogether([
     { text: `SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, values: [], prepare: true },
