@@ -3,6 +3,7 @@
  * and a worker), so its CPU and RSS are measured apart from the load generator. Controlled over
  * IPC by bench/cases/herald-http.ts; exits when its parent goes away.
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';
 import { openHerald, resetHerald } from './lib/herald.ts';
@@ -14,7 +15,7 @@ export interface ServerConfig {
   dataDir?: string;
   env?: Record<string, string>;
 }
-export type ServerCommand = { id: number } & ({ cmd: 'meter-start' } | { cmd: 'meter-stop' } | { cmd: 'reset' } | { cmd: 'verify'; ids: string[] });
+export type ServerCommand = { id: number } & ({ cmd: 'meter-start'; loopDelay?: boolean } | { cmd: 'meter-stop' } | { cmd: 'reset' } | { cmd: 'verify'; ids: string[] });
 
 process.on('disconnect', () => process.exit(0));
 // A normal exit, so a V8 CPU profile (HERALD_BENCH_SERVER_PROF) is written.
@@ -25,12 +26,23 @@ process.once('message', async (cfg: ServerConfig) => {
   await worker.start();
   const app = createApp(h.engine);
   let meter: Meter | undefined;
+  // How long ready work (a request, a query's reply) waited for the event loop during the window.
+  let loopDelay: IntervalHistogram | undefined;
   process.on('message', async (m: ServerCommand) => {
     let result: unknown = null;
     try {
-      if (m.cmd === 'meter-start') meter = await startMeter(undefined);
-      else if (m.cmd === 'meter-stop') result = await meter!.stop();
-      else if (m.cmd === 'reset') {
+      if (m.cmd === 'meter-start') {
+        meter = await startMeter(undefined);
+        // Opt-in: its 1 ms timer is work of its own, kept out of the throughput cases.
+        loopDelay = m.loopDelay ? monitorEventLoopDelay({ resolution: 1 }) : undefined;
+        loopDelay?.enable();
+      } else if (m.cmd === 'meter-stop') {
+        loopDelay?.disable();
+        // The histogram counts from the 1 ms sampling timer's due time: subtract its resolution.
+        const ms = (ns: number) => Math.max(0, ns / 1e6 - 1);
+        const delay = loopDelay ? { loopDelayP99Ms: ms(loopDelay.percentile(99)), loopDelayMaxMs: ms(loopDelay.max) } : {};
+        result = { ...(await meter!.stop()), ...delay };
+      } else if (m.cmd === 'reset') {
         await worker.stop();
         await resetHerald(h.db);
         worker = h.engine.createWorker();

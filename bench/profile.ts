@@ -8,9 +8,14 @@
  *   1. every SQL statement herald sent, per event: count, client-observed time, transactions, round
  *      trips (statements sent together count once);
  *   2. a V8 CPU profile of the herald process, self time by package/module and by function;
- *   3. Postgres backend CPU vs node CPU per event.
+ *   3. Postgres backend CPU vs node CPU per event, and the event loop's delay (how long ready work
+ *      waited for the loop).
+ * HERALD_PROFILE_OUT=file.cpuprofile keeps the raw V8 profile. Its samples are wall-clock: time the
+ * process sat descheduled inside a call (typically `writev`, after waking a Postgres backend on the
+ * same core) counts as that call's; `perf trace -s -p <pid>` gives the syscalls' real cost.
  */
 import { Session } from 'node:inspector/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import type { Db, Queryable } from '../src/storage/db.ts';
 import { closedLoop } from './lib/drive.ts';
@@ -148,13 +153,19 @@ async function main() {
     await session.post('Profiler.setSamplingInterval', { interval: 200 });
     await session.post('Profiler.start');
     const meter = await startMeter(observer);
+    // How long a ready callback (an ack, a query's reply) waits for the event loop.
+    const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+    loopDelay.enable();
     const t0 = now();
     const loop = await drive(0, events);
     const ackMs = now() - t0;
     while (handled.size < events) await sleep(5);
     const e2eMs = now() - t0;
+    loopDelay.disable();
     const usage = await meter.stop();
     const { profile } = (await session.post('Profiler.stop')) as { profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } };
+    // The raw profile, for a call-tree view (Chrome DevTools opens it).
+    if (process.env.HERALD_PROFILE_OUT) (await import('node:fs')).writeFileSync(process.env.HERALD_PROFILE_OUT, JSON.stringify(profile));
     await worker.stop();
 
     const out: string[] = [];
@@ -168,6 +179,8 @@ async function main() {
     }
     out.push(`acks: ${fmt((loop.done * 1000) / ackMs)}/s; all handlers started after ${fmt(e2eMs)} ms (${fmt((events * 1000) / e2eMs)}/s e2e)`);
     out.push(`CPU per event: node ${fmt((usage.nodeCpuMs * 1000) / events)} µs + Postgres backends ${fmt((usage.pgCpuMs * 1000) / events)} µs; box ${fmt(usage.boxBusyPct)} % busy of ${200}`);
+    const ms = (ns: number) => fmt(ns / 1e6);
+    out.push(`event-loop delay: p50 ${ms(loopDelay.percentile(50))} / p99 ${ms(loopDelay.percentile(99))} / max ${ms(loopDelay.max)} ms`);
     out.push('', `SQL per event (${fmt(transactions / events)} transactions per event; client-observed time includes waiting for the pool):`, '');
     out.push('| statement | per event | mean ms | total ms |', '|---|---|---|---|');
     const rows = [...census].sort((a, b) => b[1].ms - a[1].ms);

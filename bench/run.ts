@@ -6,6 +6,8 @@
  *   --json FILE     also write every run's raw results
  *   --fanout=1000,10000   waiter counts for the fan-out case (the full default; quick: 500)
  *   --inbox-rows=N  size of the inbox table (default 1,000,000; 10,000,000 takes minutes to build)
+ *   --soak          also run the soak after the rest: emits at half the measured capacity for 10 min
+ *                   (quick: 1 min); --soak-minutes=N sets its length; --only herald-soak runs it alone
  * Prints a markdown table, the ratios to the peers and raw ceilings, and SPEC §3's bars.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -23,6 +25,8 @@ import { FULL, QUICK } from './lib/sizes.ts';
 import { markdownTable, summarise } from './lib/table.ts';
 
 const ORDER = ['raw', 'graphile-default', 'graphile-batched', 'pgboss', 'herald', 'herald-wakeups', 'herald-http', 'herald-pglite', 'herald-fanout', 'herald-inbox'];
+/** Run only when asked for (--soak or --only). */
+const OPTIONAL = ['herald-soak'];
 const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
 const CHILD_TIMEOUT_MS = 300_000;
 let childEntry = CHILD;
@@ -42,9 +46,16 @@ function parseArgs(argv: string[]) {
   if (fanout) sizes.fanout = fanout.split(',').map(Number);
   const inboxRows = opt('inbox-rows');
   if (inboxRows) sizes.inboxRows = Number(inboxRows);
+  const soakMinutes = opt('soak-minutes');
+  if (soakMinutes) {
+    sizes.soak.minutes = Number(soakMinutes);
+    if (!(sizes.soak.minutes > 0)) throw new Error(`--soak-minutes must be a positive number, got ${soakMinutes}`);
+  }
   const only = opt('only')?.split(',');
-  for (const s of only ?? []) if (!ORDER.includes(s)) throw new Error(`unknown subject ${s}; one of ${ORDER.join(', ')}`);
-  return { quick, sizes, subjects: only ?? ORDER, pg: (opt('pg') ?? 'auto') as 'auto' | 'private' | 'server', json: opt('json') };
+  const known = [...ORDER, ...OPTIONAL];
+  for (const s of only ?? []) if (!known.includes(s)) throw new Error(`unknown subject ${s}; one of ${known.join(', ')}`);
+  const subjects = only ?? [...ORDER, ...(argv.includes('--soak') || soakMinutes ? ['herald-soak'] : [])];
+  return { quick, sizes, subjects, pg: (opt('pg') ?? 'auto') as 'auto' | 'private' | 'server', json: opt('json') };
 }
 
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
@@ -59,15 +70,15 @@ async function shutdown(code: number) {
 process.once('SIGINT', () => void shutdown(130));
 process.once('SIGTERM', () => void shutdown(143));
 
-function runChild(task: ChildTask): Promise<ChildReply> {
+function runChild(task: ChildTask, timeoutMs: number): Promise<ChildReply> {
   return new Promise((resolve) => {
     const child = fork(childEntry, { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     current = child;
     let reply: ChildReply | undefined;
     const timer = setTimeout(() => {
-      reply ??= { ok: false, error: `timed out after ${CHILD_TIMEOUT_MS / 1000} s`, results: [] };
+      reply ??= { ok: false, error: `timed out after ${timeoutMs / 1000} s`, results: [] };
       child.kill('SIGKILL');
-    }, CHILD_TIMEOUT_MS);
+    }, timeoutMs);
     child.once('message', (m) => (reply = m as ChildReply));
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -97,7 +108,8 @@ async function main() {
         const t0 = Date.now();
         const url = await pgx.createDatabase(name);
         try {
-          const reply = await runChild({ subject, url, adminUrl: pgx.adminUrl, sizes: args.sizes });
+          const timeoutMs = SUBJECTS[subject]?.timeoutMs?.(args.sizes) ?? CHILD_TIMEOUT_MS;
+          const reply = await runChild({ subject, url, adminUrl: pgx.adminUrl, sizes: args.sizes }, timeoutMs);
           results.push(...reply.results);
           if (!reply.ok) {
             failures.push(`${subject} (run ${round}): ${reply.error}`);

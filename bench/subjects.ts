@@ -5,6 +5,7 @@ import { runInbox } from './cases/inbox.ts';
 import { countNotifies, heraldSubject } from './cases/herald-queue.ts';
 import { pgbossSubject } from './cases/pgboss.ts';
 import { runRaw } from './cases/raw.ts';
+import { runSoak } from './cases/soak.ts';
 import { drainMode, pacedMode, serialMode, streamMode, type QueueSubject } from './lib/queue-modes.ts';
 import type { ModeResult } from './lib/result.ts';
 import type { Sizes } from './lib/sizes.ts';
@@ -19,6 +20,8 @@ export interface SubjectContext {
 export interface Subject {
   /** Run once, in the first round, repeating its measurements itself (a costly setup, e.g. 1M rows). */
   once?: boolean;
+  /** How long its process may take (default 5 min). */
+  timeoutMs?(sizes: Sizes): number;
   run(ctx: SubjectContext): Promise<void>;
 }
 
@@ -85,4 +88,10 @@ export const SUBJECTS: Record<string, Subject> = {
   },
   'herald-fanout': { run: (ctx) => runFanout(ctx.url, ctx.sizes.fanout, ctx.report) },
   'herald-inbox': { once: true, run: (ctx) => runInbox(ctx.url, ctx.sizes.inboxRows, ctx.sizes.inboxIterations, ctx.sizes.runs, ctx.report) },
+  // Only with --soak (or --only herald-soak): 10 minutes is most of the full run's budget again.
+  'herald-soak': {
+    once: true,
+    timeoutMs: (sizes) => sizes.soak.minutes * 60_000 + 300_000,
+    run: (ctx) => runSoak({ url: ctx.url, minutes: ctx.sizes.soak.minutes, windowS: ctx.sizes.soak.windowS, clients: ctx.sizes.http.clients }, ctx.report),
+  },
 };

@@ -11,6 +11,8 @@ export interface Sizes {
   fanout: number[];
   inboxRows: number;
   inboxIterations: number;
+  /** The soak (only with --soak): its length and the window each table row covers. */
+  soak: { minutes: number; windowS: number };
 }
 
 export const FULL: Sizes = {
@@ -34,6 +36,7 @@ export const FULL: Sizes = {
   fanout: [1000, 10_000],
   inboxRows: 1_000_000,
   inboxIterations: 500,
+  soak: { minutes: 10, windowS: 60 },
 };
 
 export const QUICK: Sizes = {
@@ -56,4 +59,5 @@ export const QUICK: Sizes = {
   fanout: [500],
   inboxRows: 100_000,
   inboxIterations: 200,
+  soak: { minutes: 1, windowS: 10 },
 };

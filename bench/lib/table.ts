@@ -77,6 +77,8 @@ function details(s: Summary): string[] {
   if (e.parkedRssMb !== undefined) out.push(`RSS with the runs parked ${fmt(e.parkedRssMb)} MB`);
   if (e.ackRate !== undefined && s.subject.startsWith('herald')) out.push(`acks ${fmt(e.ackRate)}/s`);
   if (e.notifiesPerEvent !== undefined) out.push(`${fmt(e.notifiesPerEvent)} NOTIFY per event`);
+  if (e.backlogEvents !== undefined) out.push(`backlog at the window's end ${fmt(e.backlogEvents)} events`);
+  if (e.loopDelayMaxMs !== undefined) out.push(`server event-loop delay p99 ${fmt(e.loopDelayP99Ms)} / max ${fmt(e.loopDelayMaxMs)} ms`);
   return out;
 }
 

@@ -15,6 +15,9 @@ export interface Usage {
   peakRssMb: number;
   /** CPU of a load generator in another process than the one measured (HTTP cases). */
   loadGenCpuMs?: number;
+  /** The measured server's event-loop delay (HTTP cases): how long ready work waited for the loop. */
+  loopDelayP99Ms?: number;
+  loopDelayMaxMs?: number;
 }
 
 /** CPU % (of 100 per core) that the box spent on things outside this measurement. */
