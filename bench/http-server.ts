@@ -8,6 +8,7 @@ import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';
 import { openHerald, resetHerald } from './lib/herald.ts';
 import { verifyRows } from './cases/herald-queue.ts';
+import { percentile } from './lib/stats.ts';
 import { startMeter, type Meter } from './lib/usage.ts';
 
 export interface ServerConfig {
@@ -32,6 +33,7 @@ process.once('message', async (cfg: ServerConfig) => {
     let result: unknown = null;
     try {
       if (m.cmd === 'meter-start') {
+        handling.length = 0;
         meter = await startMeter(undefined);
         // Opt-in: its 1 ms timer is work of its own, kept out of the throughput cases.
         loopDelay = m.loopDelay ? monitorEventLoopDelay({ resolution: 1 }) : undefined;
@@ -40,7 +42,10 @@ process.once('message', async (cfg: ServerConfig) => {
         loopDelay?.disable();
         // The histogram counts from the 1 ms sampling timer's due time: subtract its resolution.
         const ms = (ns: number) => Math.max(0, ns / 1e6 - 1);
-        const delay = loopDelay ? { loopDelayP99Ms: ms(loopDelay.percentile(99)), loopDelayMaxMs: ms(loopDelay.max) } : {};
+        const delay = loopDelay
+          ? { loopDelayP99Ms: ms(loopDelay.percentile(99)), loopDelayMaxMs: ms(loopDelay.max), handlingP50Ms: percentile(handling, 50), handlingP99Ms: percentile(handling, 99) }
+          : {};
+        loopDelay = undefined;
         result = { ...(await meter!.stop()), ...delay };
       } else if (m.cmd === 'reset') {
         await worker.stop();
@@ -53,5 +58,14 @@ process.once('message', async (cfg: ServerConfig) => {
       process.send!({ id: m.id, ok: false, error: (err as Error).message });
     }
   });
-  serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => process.send!({ port: info.port }));
+  // Time inside the server per request (handler called → response ready), while the soak's meter
+  // runs: the client's latency minus this is sockets, the kernel's scheduling and the load generator.
+  // `env` carries node-server's incoming request: without it the app takes its slow body path.
+  const handling: number[] = [];
+  const fetch = (req: Request, env: unknown) => {
+    if (!loopDelay) return app.fetch(req, env);
+    const t = performance.now();
+    return Promise.resolve(app.fetch(req, env)).then((res) => (handling.push(performance.now() - t), res));
+  };
+  serve({ fetch, port: 0, hostname: '127.0.0.1' }, (info) => process.send!({ port: info.port }));
 });

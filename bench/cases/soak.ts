@@ -1,14 +1,14 @@
 import pg from 'pg';
 import { signXSignature } from '../../src/intake/signing.ts';
 import { EXPAND_EVENT_JOB } from '../../src/intake/process-event.ts';
+import { pcts } from '../lib/drive.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';
 import { httpLoad, pacedHttp, type PreparedRequest } from '../lib/http-load.ts';
 import type { ModeResult } from '../lib/result.ts';
+import { judgeStability, type SoakWindow } from '../lib/stability.ts';
 import { fmt, now, percentile, sleep } from '../lib/stats.ts';
 import { startMeter, type Usage } from '../lib/usage.ts';
-import { pcts } from '../lib/drive.ts';
 import { startServer } from './herald-http.ts';
-import { judgeStability, type SoakWindow } from '../lib/stability.ts';
 
 const SUBJECT = 'herald soak (HTTP emit, workflow mode)';
 const secret = Buffer.from(SIGNING_SECRET);
@@ -117,11 +117,17 @@ export async function runSoak(
         p99,
         usage: { ...serverUsage, wallMs, pgCpuMs: pgUsage.pgCpuMs, boxBusyPct: pgUsage.boxBusyPct, loadGenCpuMs: (cpu.user + cpu.system) / 1000 },
         verified: bad ? `failed responses: ${bad}` : 'ok',
-        extra: { backlogEvents: backlog, loopDelayP99Ms: serverUsage.loopDelayP99Ms ?? Number.NaN, loopDelayMaxMs: serverUsage.loopDelayMaxMs ?? Number.NaN },
+        extra: {
+          backlogEvents: backlog,
+          handlingP50Ms: serverUsage.handlingP50Ms ?? Number.NaN,
+          handlingP99Ms: serverUsage.handlingP99Ms ?? Number.NaN,
+          loopDelayP99Ms: serverUsage.loopDelayP99Ms ?? Number.NaN,
+          loopDelayMaxMs: serverUsage.loopDelayMaxMs ?? Number.NaN,
+        },
       });
       log(
         `window ${w}/${windows}: ${fmt((win.ok * 1000) / wallMs)}/s, p99 ${fmt(p99)} ms, server RSS ${fmt(serverUsage.peakRssMb)} MB, ` +
-          `its event-loop delay p99 ${fmt(serverUsage.loopDelayP99Ms)} / max ${fmt(serverUsage.loopDelayMaxMs)} ms, backlog ${backlog} events`,
+          `inside the server p50 ${fmt(serverUsage.handlingP50Ms)} / p99 ${fmt(serverUsage.handlingP99Ms)} ms, its event-loop delay p99 ${fmt(serverUsage.loopDelayP99Ms)} / max ${fmt(serverUsage.loopDelayMaxMs)} ms, backlog ${backlog} events`,
       );
     }
 

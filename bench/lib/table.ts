@@ -78,6 +78,7 @@ function details(s: Summary): string[] {
   if (e.ackRate !== undefined && s.subject.startsWith('herald')) out.push(`acks ${fmt(e.ackRate)}/s`);
   if (e.notifiesPerEvent !== undefined) out.push(`${fmt(e.notifiesPerEvent)} NOTIFY per event`);
   if (e.backlogEvents !== undefined) out.push(`backlog at the window's end ${fmt(e.backlogEvents)} events`);
+  if (e.handlingP99Ms !== undefined) out.push(`inside the server p50 ${fmt(e.handlingP50Ms)} / p99 ${fmt(e.handlingP99Ms)} ms`);
   if (e.loopDelayMaxMs !== undefined) out.push(`server event-loop delay p99 ${fmt(e.loopDelayP99Ms)} / max ${fmt(e.loopDelayMaxMs)} ms`);
   return out;
 }

@@ -18,6 +18,9 @@ export interface Usage {
   /** The measured server's event-loop delay (HTTP cases): how long ready work waited for the loop. */
   loopDelayP99Ms?: number;
   loopDelayMaxMs?: number;
+  /** Time inside the measured server per request, handler called → response ready (the soak). */
+  handlingP50Ms?: number;
+  handlingP99Ms?: number;
 }
 
 /** CPU % (of 100 per core) that the box spent on things outside this measurement. */
