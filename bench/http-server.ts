@@ -29,6 +29,9 @@ process.once('message', async (cfg: ServerConfig) => {
   let meter: Meter | undefined;
   // How long ready work (a request, a query's reply) waited for the event loop during the window.
   let loopDelay: IntervalHistogram | undefined;
+  // Time inside the server per request (handler called → response ready), with the loop delay:
+  // what the client sees beyond it is sockets, the kernel's scheduling and the load generator.
+  const handling: number[] = [];
   process.on('message', async (m: ServerCommand) => {
     let result: unknown = null;
     try {
@@ -58,10 +61,7 @@ process.once('message', async (cfg: ServerConfig) => {
       process.send!({ id: m.id, ok: false, error: (err as Error).message });
     }
   });
-  // Time inside the server per request (handler called → response ready), while the soak's meter
-  // runs: the client's latency minus this is sockets, the kernel's scheduling and the load generator.
   // `env` carries node-server's incoming request: without it the app takes its slow body path.
-  const handling: number[] = [];
   const fetch = (req: Request, env: unknown) => {
     if (!loopDelay) return app.fetch(req, env);
     const t = performance.now();
