@@ -48,6 +48,11 @@ export async function runSoak(
     await server.call({ cmd: 'reset' });
     const probe = await httpLoad(server.port, batch(60_000, 20_000_000), opts.clients, 5_000);
     const capacity = ((probe.statuses.get(200) ?? 0) * 1000) / probe.ms;
+    if (capacity === 0) {
+      // Half of nothing is no soak: say what the server answered instead of running for minutes.
+      const answers = [...probe.statuses].map(([status, n]) => `${n}×${status}`).join(', ') || 'no answers';
+      throw new Error(`the capacity probe got no 200 from the herald server (${answers})`);
+    }
     const rate = Math.max(1, Math.round(capacity / 2));
     await server.call({ cmd: 'reset' });
     await observer.query('CHECKPOINT');

@@ -15,7 +15,7 @@ export interface Usage {
   peakRssMb: number;
   /** CPU of a load generator in another process than the one measured (HTTP cases). */
   loadGenCpuMs?: number;
-  /** The measured server's event-loop delay (HTTP cases): how long ready work waited for the loop. */
+  /** The measured server's event-loop delay, when asked for (the soak): how long ready work waited for the loop. */
   loopDelayP99Ms?: number;
   loopDelayMaxMs?: number;
   /** Time inside the measured server per request, handler called → response ready (the soak). */
