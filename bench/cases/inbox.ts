@@ -7,6 +7,7 @@ import type { ModeResult } from '../lib/result.ts';
 import { now } from '../lib/stats.ts';
 import { startMeter, type Usage } from '../lib/usage.ts';
 import { startServer } from './herald-http.ts';
+import { COUNT_UNREAD_SQL, UNREAD_CAP } from '../../src/storage/queries/inbox.ts';
 
 const SUBJECT = 'herald inbox';
 
@@ -92,11 +93,8 @@ export async function runInbox(url: string, rows: number, iterations: number, re
       await measure(`SQL: latest 20 (${scale}, c=1)`, async (i) => checkPage((await observer.query(sqlLatest, [user(i)])).rows, user(i)));
       // Badges of users 600-999, whose inboxes mark all read (users 0-599) leaves alone.
       const unreadUser = (i: number) => 600 + (i % 400);
-      await measure(`SQL: unread badge, capped at 1,000 (c=1)`, async (i) => {
-        const r = await observer.query(
-          `SELECT count(*)::int AS n FROM (SELECT 1 FROM notifications WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL LIMIT 1000) s`,
-          [USERS[unreadUser(i)]],
-        );
+      await measure(`SQL: unread badge, capped at ${UNREAD_CAP} (c=1)`, async (i) => {
+        const r = await observer.query(COUNT_UNREAD_SQL, [USERS[unreadUser(i)], UNREAD_CAP + 1]);
         return r.rows[0].n > 0 ? undefined : 'no unread rows';
       });
       await measure(`HTTP + JWT + RLS: latest 20 (c=1)`, async (i) => {

@@ -114,6 +114,20 @@ describe('state changes', () => {
     assert.deepEqual(await json(await post(user, '/api/notifications/read-all')), { ok: true, updated: 0 });
   });
 
+  test('the badge is exact up to 99 and "99+" above, archived and read rows not counted', async () => {
+    const user = randomUUID();
+    const badge = async () => json<{ ok: boolean; count: number; capped: boolean }>(await get(user, '/api/notifications/unread-count'));
+    const [first] = await seed(user, 99);
+    assert.deepEqual(await badge(), { ok: true, count: 99, capped: false });
+    await seed(user, 1);
+    assert.deepEqual(await badge(), { ok: true, count: 99, capped: true });
+    // Back under the cap: one archived (no longer in the inbox), the count is exact again.
+    await post(user, `/api/notifications/${first}/archive`);
+    assert.deepEqual(await badge(), { ok: true, count: 99, capped: false });
+    await post(user, '/api/notifications/read-all');
+    assert.deepEqual(await badge(), { ok: true, count: 0, capped: false });
+  });
+
   test('delete removes it; afterwards it is a 404', async () => {
     const user = randomUUID();
     const [id] = await seed(user, 1);

@@ -15,7 +15,6 @@ import {
 import type { AppEnv } from '../context.ts';
 import { jwtUser } from '../middleware/jwt-user.ts';
 
-const UNREAD_CAP = 1000;
 const notFound = () => new HttpError(404, 'notification not found');
 
 /** Cursor: the last row's (created_at with microseconds, id), opaque to clients. */
@@ -72,8 +71,8 @@ export const inboxRoutes = new Hono<AppEnv>()
     return c.json({ ok: true, items: page.map(present), nextCursor });
   })
   .get('/api/notifications/unread-count', jwtUser, async (c) => {
-    const count = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => countUnread(tx, c.get('claims').sub, UNREAD_CAP));
-    return c.json({ ok: true, count, capped: count >= UNREAD_CAP });
+    const badge = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => countUnread(tx, c.get('claims').sub));
+    return c.json({ ok: true, ...badge });
   })
   .post('/api/notifications/read-all', jwtUser, async (c) => {
     const type = c.req.query('type') || null;
