@@ -443,12 +443,15 @@ export async function resumeWaiters(
             w.timeout, w.timeout_url, w.timeout_body, w.timeout_headers, w.step,
             CASE r.kind WHEN 'http' THEN w.step_id ELSE w.message_id END AS message_id,
             r.kind AS run_kind, r.created_at AS run_created_at,
-            (SELECT count(*) FROM j) AS queued
+            (SELECT count(*) FROM j) AS queued,
+            -- Workers elsewhere are woken in this statement, not in a round trip of its own: an
+            -- uncorrelated subquery runs once, and not at all when no run was queued.
+            (SELECT pg_notify('${JOBS_CHANNEL}', '') FROM j LIMIT 1) AS woke
      FROM w JOIN herald_runs r ON r.id = w.run_id
      ORDER BY w.id`,
     params,
+    { prepare: true },
   );
-  if (rows.length > 0) await tx.query(`SELECT pg_notify('${JOBS_CHANNEL}', '')`);
   return rows.map((r) => {
     if (r.timeout_body && !Buffer.isBuffer(r.timeout_body)) r.timeout_body = Buffer.from(r.timeout_body as Uint8Array);
     r.deadline = Number(r.deadline);
