@@ -1,6 +1,7 @@
 /**
  * Where herald's time goes per emit. Run
- *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial] [--no-wakeups]
+ *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial]
+ *                                      [--no-wakeups | --deaf] [--poll-ms 50]
  * It runs the stream case once — 16 in-process engine.emit callers, or with --http 64 keep-alive
  * clients of a server in this same process (signed, workflow mode), or with --serial one emit at a
  * time, each waiting for its handler to start (unloaded latency) — with the worker running, and
@@ -10,6 +11,9 @@
  *   2. a V8 CPU profile of the herald process, self time by package/module and by function;
  *   3. Postgres backend CPU vs node CPU per event, and the event loop's delay (how long ready work
  *      waited for the loop).
+ * --no-wakeups removes every NOTIFY and wake-up (the worker polls every --poll-ms); --deaf keeps
+ * the NOTIFYs but has the worker ignore them (see deafened). bench/batch-cost.ts measures the
+ * expansion alone, by batch size.
  * HERALD_PROFILE_OUT=file.cpuprofile keeps the raw V8 profile. Its samples are wall-clock: time the
  * process sat descheduled inside a call (typically `writev`, after waking a Postgres backend on the
  * same core) counts as that call's; `perf trace -s -p <pid>` gives the syscalls' real cost.
@@ -73,6 +77,15 @@ function counted(db: Db): Db {
   };
 }
 
+/**
+ * --deaf: the NOTIFYs are sent and received as usual, but nothing acts on them (nor on in-memory
+ * wake-ups): the worker only polls. Against --no-wakeups (no NOTIFY at all, same polling) it
+ * isolates what LISTEN/NOTIFY itself costs from what the worker's eager reaction to it costs.
+ */
+function deafened(db: Db): Db {
+  return { ...db, listen: (channel) => db.listen(channel, () => {}), wake: () => {} };
+}
+
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
@@ -107,7 +120,15 @@ async function main() {
   process.once('SIGTERM', abort);
   try {
     const url = await pgx.createDatabase(name);
-    const h = await openHerald({ databaseUrl: url, env: argv.includes('--no-wakeups') ? { HERALD_JOB_POLL_MS: '50' } : {}, wrapDb: argv.includes('--no-wakeups') ? (db) => counted(withoutWakeups(db, () => {})) : counted });
+    const noWakeups = argv.includes('--no-wakeups');
+    const deaf = argv.includes('--deaf');
+    const pollMs = argv[argv.indexOf('--poll-ms') + 1] ?? '';
+    const env: Record<string, string> = noWakeups || deaf ? { HERALD_JOB_POLL_MS: /^\d+$/.test(pollMs) ? pollMs : '50' } : {};
+    const h = await openHerald({
+      databaseUrl: url,
+      env,
+      wrapDb: noWakeups ? (db) => counted(withoutWakeups(db, () => {})) : deaf ? (db) => counted(deafened(db)) : counted,
+    });
     const observer = new pg.Client({ connectionString: url });
     await observer.connect();
     const handled = new Set<string>();
@@ -153,6 +174,7 @@ async function main() {
     await session.post('Profiler.setSamplingInterval', { interval: 200 });
     await session.post('Profiler.start');
     const meter = await startMeter(observer);
+    const cpu0 = process.cpuUsage();
     // How long a ready callback (an ack, a query's reply) waits for the event loop.
     const loopDelay = monitorEventLoopDelay({ resolution: 1 });
     loopDelay.enable();
@@ -163,6 +185,7 @@ async function main() {
     const e2eMs = now() - t0;
     loopDelay.disable();
     const usage = await meter.stop();
+    const cpu1 = process.cpuUsage(cpu0);
     const { profile } = (await session.post('Profiler.stop')) as { profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } };
     // The raw profile, for a call-tree view (Chrome DevTools opens it).
     if (process.env.HERALD_PROFILE_OUT) (await import('node:fs')).writeFileSync(process.env.HERALD_PROFILE_OUT, JSON.stringify(profile));
@@ -180,6 +203,7 @@ async function main() {
     out.push(`acks: ${fmt((loop.done * 1000) / ackMs)}/s; all handlers started after ${fmt(e2eMs)} ms (${fmt((events * 1000) / e2eMs)}/s e2e)`);
     out.push(`CPU per event: node ${fmt((usage.nodeCpuMs * 1000) / events)} µs + Postgres backends ${fmt((usage.pgCpuMs * 1000) / events)} µs; box ${fmt(usage.boxBusyPct)} % busy of ${200}`);
     const ms = (ns: number) => fmt(ns / 1e6);
+    out.push(`node CPU split: user ${fmt(cpu1.user / events)} µs + system ${fmt(cpu1.system / events)} µs per event`);
     out.push(`event-loop delay: p50 ${ms(loopDelay.percentile(50))} / p99 ${ms(loopDelay.percentile(99))} / max ${ms(loopDelay.max)} ms`);
     out.push('', `SQL per event (${fmt(transactions / events)} transactions per event; client-observed time includes waiting for the pool):`, '');
     out.push('| statement | per event | mean ms | total ms |', '|---|---|---|---|');

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { NonRetriableError } from '../../src/errors.ts';
-import { expandStoredEvent } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB, expandStoredEvent } from '../../src/intake/process-event.ts';
 import { backoffMs } from '../../src/jobs/backoff.ts';
-import { claimJobs, completeJob, enqueueJob, jobCounts, type ClaimedJob } from '../../src/storage/queries/jobs.ts';
+import { claimJobs, completeJob, enqueueJob, enqueueJobs, jobCounts, type ClaimedJob } from '../../src/storage/queries/jobs.ts';
 import { obraCompleted, seedTenant } from '../helpers/fixtures.ts';
 import { createTestHerald, eventually, type TestHerald } from '../helpers/herald.ts';
 
@@ -134,6 +134,41 @@ describe('job worker', () => {
     } finally {
       await worker.stop();
       await h.db.query(`DELETE FROM herald_jobs`);
+    }
+  });
+
+  test('a batch holding a job with a bad event id: its neighbours are expanded, the bad job fails alone', async () => {
+    const { tenantId, users } = await seedTenant(h);
+    const emitted: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await h.post('/api/notifications/emit', obraCompleted(tenantId, users.actor!, `batch ${i}`), {
+        headers: { 'idempotency-key': randomUUID() },
+      });
+      emitted.push(((await res.json()) as { eventId: string }).eventId);
+    }
+    // The emits' own jobs are replaced by jobs enqueued together while the worker runs, so its
+    // batch lane takes them in one batch: the bad id fails that batch, whose jobs then run alone.
+    await h.db.query(`DELETE FROM herald_jobs`);
+    const outcomes: string[] = [];
+    const worker = h.engine.createWorker({ onSettled: (job, outcome) => outcomes.push(`${JSON.stringify(job.payload)} ${outcome}`) });
+    await worker.start();
+    try {
+      await h.db.transaction((tx) =>
+        enqueueJobs(tx, [
+          { kind: EXPAND_EVENT_JOB, payload: { eventIds: [emitted[0], emitted[1]] } },
+          { kind: EXPAND_EVENT_JOB, payload: { eventIds: ['not-a-uuid'] }, maxAttempts: 1 },
+          { kind: EXPAND_EVENT_JOB, payload: { eventId: emitted[2] } },
+        ]),
+      );
+      await eventually(async () => (await jobCounts(h.db)).failed === 1 && (await jobCounts(h.db)).queued === undefined);
+      for (const id of emitted) assert.equal(await countFor(h, id), 2, `event ${id} expanded once`);
+      assert.deepEqual(await jobCounts(h.db), { failed: 1 });
+      const { rows } = await h.db.query<{ payload: unknown; last_error: string }>(`SELECT payload, last_error FROM herald_jobs WHERE state = 'failed'`);
+      assert.deepEqual(rows[0]!.payload, { eventIds: ['not-a-uuid'] });
+      assert.ok(rows[0]!.last_error, 'the failed job says why');
+      await h.db.query(`DELETE FROM herald_jobs`);
+    } finally {
+      await worker.stop();
     }
   });
 
