@@ -3,6 +3,7 @@ import { createProviders, unsubscribeLinks } from './channels/registry.ts';
 import type { Settings } from './config/settings.ts';
 import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
 import { EXPAND_EVENT_JOB, expandEventsHandler } from './intake/process-event.ts';
+import { createDirectWriter } from './intake/direct-writer.ts';
 import { createEventWriter } from './intake/event-writer.ts';
 import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
@@ -50,6 +51,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
     workflowMode: settings.workflowMode,
     idempotencyTtlHours: settings.idempotencyTtlHours,
     writer: createEventWriter(deps.db, { ttlHours: settings.idempotencyTtlHours, maxBatch: settings.emitBatchMax }),
+    directWriter: createDirectWriter(deps.db, deps.rules, { maxBatch: settings.emitBatchMax }),
   };
   const metrics = createMetrics(deps.db);
   const outbound = createOutboundFetch(settings.outboundAllowlist);

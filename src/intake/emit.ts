@@ -9,9 +9,10 @@ import { insertEvent } from '../storage/queries/events.ts';
 import { completeKey, readKey, releaseKey, reserveKey } from '../storage/queries/idempotency.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
+import type { DirectWriter } from './direct-writer.ts';
 import type { EventWriter } from './event-writer.ts';
 import { parseEmitBody } from './parse-body.ts';
-import { EXPAND_EVENT_JOB, processEvent } from './process-event.ts';
+import { EXPAND_EVENT_JOB } from './process-event.ts';
 
 export interface IntakeDeps {
   db: Db;
@@ -20,6 +21,8 @@ export interface IntakeDeps {
   idempotencyTtlHours: number;
   /** Group-commits workflow-mode events (see event-writer.ts). */
   writer: EventWriter;
+  /** Delivers direct-mode events, many per transaction (see direct-writer.ts). */
+  directWriter: DirectWriter;
 }
 
 export interface EmitRequest {
@@ -61,17 +64,14 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const eventId = uuidv7();
   const tenantId = isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null;
   try {
+    if (!deps.workflowMode) {
+      // Delivered with the concurrent emits in one transaction (direct-writer.ts), key included.
+      const body = await deps.directWriter.submit({ id: eventId, type, ctx, tenantId, key: key ?? null });
+      return { status: 200, body, replayed: false };
+    }
     return await deps.db.transaction(async (tx) => {
-      const mode = deps.workflowMode ? 'workflow' : 'direct';
-      if (!deps.workflowMode) await insertEvent(tx, { id: eventId, type, ctx, tenantId, mode });
-      let body: Record<string, unknown>;
-      if (deps.workflowMode) {
-        const runs = await acceptEvent(tx, deps.rules, { id: eventId, type, ctx, tenantId });
-        body = { ok: true, workflow: 'queued', eventId, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
-      } else {
-        const { inserted } = await processEvent(tx, deps.rules, { id: eventId, type, ctx });
-        body = { ok: true, delivered: true, inserted, eventId };
-      }
+      const runs = await acceptEvent(tx, deps.rules, { id: eventId, type, ctx, tenantId });
+      const body = { ok: true, workflow: 'queued', eventId, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
       if (key !== undefined) await completeKey(tx, key, 200, body);
       return { status: 200, body, replayed: false };
     });

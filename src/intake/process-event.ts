@@ -110,6 +110,20 @@ export async function expandStoredEvents(tx: Queryable, rules: CompiledRules, pa
   if (found.length !== new Set(ids).size) throw new NonRetriableError('an event of this batch no longer exists');
   const events = found.filter((e) => !e.processed_at);
   if (events.length === 0) return;
+  await expandEvents(tx, rules, events);
+}
+
+/**
+ * Plans events together (one coalescing directory: their users and preferences read in one round
+ * trip) and writes their effects with a few set-based statements, in the caller's transaction.
+ * Any event's failure throws, for the caller to run them one by one. Returns the in-app rows
+ * inserted per event id.
+ */
+export async function expandEvents(
+  tx: Queryable,
+  rules: CompiledRules,
+  events: { id: string; type: string; ctx: Record<string, unknown> }[],
+): Promise<Map<string, number>> {
   const compiled = events.map((e) => ruleFor(rules, e.type));
   const directory = coalescingDirectory(directoryOn(tx));
   // allSettled: no plan may still be using the transaction when a failure rolls it back.
@@ -117,5 +131,5 @@ export async function expandStoredEvents(tx: Queryable, rules: CompiledRules, pa
   const failed = settled.find((s) => s.status === 'rejected');
   if (failed) throw failed.reason;
   const plans = settled.map((s) => (s as PromiseFulfilledResult<Plan>).value);
-  await commitEffects(tx, rules, plans.map((plan, i) => ({ event: events[i]!, plan })));
+  return (await commitEffects(tx, rules, plans.map((plan, i) => ({ event: events[i]!, plan })))).inserted;
 }

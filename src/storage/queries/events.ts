@@ -22,6 +22,20 @@ export async function insertEvent(
   ]);
 }
 
+/** Direct-mode events, many in one statement (see intake/direct-writer.ts). */
+export async function insertDirectEvents(
+  db: Queryable,
+  events: { id: string; type: string; ctx: unknown; tenantId: string | null }[],
+): Promise<void> {
+  await db.query(
+    `INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
+     SELECT t.id, t.type, t.ctx, t.tenant_id, 'direct'
+     FROM json_to_recordset($1::json) AS t(id uuid, type text, ctx jsonb, tenant_id uuid)`,
+    [JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, ctx: e.ctx, tenant_id: e.tenantId })))],
+    { prepare: true },
+  );
+}
+
 export async function getEvent(db: Queryable, id: string): Promise<EventRow | undefined> {
   return (
     await db.query<EventRow>(`SELECT id, type, ctx, tenant_id, processed_at FROM herald_events WHERE id = $1`, [id])
