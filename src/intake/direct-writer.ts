@@ -2,7 +2,7 @@ import type { CompiledRules } from '../rules/compile.ts';
 import type { Db } from '../storage/db.ts';
 import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts';
 import { insertDirectEvents } from '../storage/queries/events.ts';
-import { completeKey } from '../storage/queries/idempotency.ts';
+import { completeKeys } from '../storage/queries/idempotency.ts';
 import { expandEvents } from './process-event.ts';
 
 /** A direct-mode event on its way in, validated; its idempotency key (if any) already reserved. */
@@ -36,8 +36,11 @@ export function createDirectWriter(db: Db, rules: CompiledRules, opts: { maxBatc
         await insertDirectEvents(tx, events);
         const inserted = await expandEvents(tx, rules, events);
         const bodies = events.map((e) => ({ ok: true, delivered: true, inserted: inserted.get(e.id) ?? 0, eventId: e.id }));
-        // Keyed requests keep their answer with the delivery it describes (same transaction).
-        for (const [i, e] of events.entries()) if (e.key !== null) await completeKey(tx, e.key, 200, bodies[i]);
+        // Keyed requests keep their answer with the delivery it describes (same transaction, one statement).
+        await completeKeys(
+          tx,
+          events.flatMap((e, i) => (e.key === null ? [] : [{ key: e.key, status: 200, response: bodies[i] }])),
+        );
         return bodies;
       }),
   });

@@ -38,9 +38,18 @@ export async function readKey(db: Queryable, key: string): Promise<IdempotencyRo
 
 /** Stores the response; runs in the transaction that commits the event, so both land or neither. */
 export async function completeKey(db: Queryable, key: string, status: number, response: unknown): Promise<void> {
+  await completeKeys(db, [{ key, status, response }]);
+}
+
+/** completeKey for many keys in one statement (a direct-mode flush answers all its keyed requests). */
+export async function completeKeys(db: Queryable, done: { key: string; status: number; response: unknown }[]): Promise<void> {
+  if (done.length === 0) return;
   await db.query(
-    `UPDATE herald_idempotency_keys SET state = 'done', status = $2, response = $3::json WHERE key = $1`,
-    [key, status, JSON.stringify(response)],
+    `UPDATE herald_idempotency_keys k SET state = 'done', status = t.status, response = t.response
+     FROM json_to_recordset($1::json) AS t(key text, status int, response json)
+     WHERE k.key = t.key`,
+    [JSON.stringify(done)],
+    { prepare: true },
   );
 }
 
