@@ -122,8 +122,10 @@ async function main() {
     const url = await pgx.createDatabase(name);
     const noWakeups = argv.includes('--no-wakeups');
     const deaf = argv.includes('--deaf');
-    const pollMs = argv[argv.indexOf('--poll-ms') + 1] ?? '';
-    const env: Record<string, string> = noWakeups || deaf ? { HERALD_JOB_POLL_MS: /^\d+$/.test(pollMs) ? pollMs : '50' } : {};
+    const pollMs = argv.includes('--poll-ms') ? (argv[argv.indexOf('--poll-ms') + 1] ?? '') : '50';
+    if (!/^\d+$/.test(pollMs)) throw new Error(`--poll-ms takes a number of milliseconds, got "${pollMs}"`);
+    if (argv.includes('--poll-ms') && !noWakeups && !deaf) throw new Error('--poll-ms applies with --no-wakeups or --deaf');
+    const env: Record<string, string> = noWakeups || deaf ? { HERALD_JOB_POLL_MS: pollMs } : {};
     const h = await openHerald({
       databaseUrl: url,
       env,
