@@ -51,7 +51,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
     workflowMode: settings.workflowMode,
     idempotencyTtlHours: settings.idempotencyTtlHours,
     writer: createEventWriter(deps.db, { ttlHours: settings.idempotencyTtlHours, maxBatch: settings.emitBatchMax }),
-    directWriter: createDirectWriter(deps.db, deps.rules, { maxBatch: settings.emitBatchMax }),
+    directWriter: createDirectWriter(deps.db, deps.rules, { maxBatch: settings.emitBatchMax, ttlHours: settings.idempotencyTtlHours }),
   };
   const metrics = createMetrics(deps.db);
   const outbound = createOutboundFetch(settings.outboundAllowlist);

@@ -53,7 +53,9 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const ctx = validateCtx(rule, rawCtx);
 
   const key = req.idempotencyKey;
-  if (deps.workflowMode && !deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, type, ctx, key, req.rawBody);
+  if (!deps.workflowMode) return emitDirect(deps, type, ctx, key, req.rawBody);
+  if (!deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, type, ctx, key, req.rawBody);
+  // An event that starts workflows: its runs are created with it, in a transaction of its own.
   const bodyHash = sha256(req.rawBody);
   if (key !== undefined) {
     if (!(await reserveKey(deps.db, key, bodyHash, deps.idempotencyTtlHours))) {
@@ -64,11 +66,6 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const eventId = uuidv7();
   const tenantId = isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null;
   try {
-    if (!deps.workflowMode) {
-      // Delivered with the concurrent emits in one transaction (direct-writer.ts), key included.
-      const body = await deps.directWriter.submit({ id: eventId, type, ctx, tenantId, key: key ?? null });
-      return { status: 200, body, replayed: false };
-    }
     return await deps.db.transaction(async (tx) => {
       const runs = await acceptEvent(tx, deps.rules, { id: eventId, type, ctx, tenantId });
       const body = { ok: true, workflow: 'queued', eventId, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
@@ -79,6 +76,32 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
     if (key !== undefined) await releaseKey(deps.db, key).catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Direct mode: the event is delivered with the concurrent emits in one transaction
+ * (direct-writer.ts), which also claims its key and stores the response with it. If the key was
+ * taken, nothing was written for this request and the stored response (or the conflict) is the
+ * answer. A failed delivery leaves no key behind (it was claimed in the rolled-back transaction).
+ */
+async function emitDirect(
+  deps: IntakeDeps,
+  type: string,
+  ctx: Record<string, unknown>,
+  key: string | undefined,
+  rawBody: Buffer,
+): Promise<EmitOutcome> {
+  const bodyHash = key === undefined ? null : sha256(rawBody);
+  const body = await deps.directWriter.submit({
+    id: uuidv7(),
+    type,
+    ctx,
+    tenantId: isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null,
+    key: key ?? null,
+    bodySha256: bodyHash,
+  });
+  if (body) return { status: 200, body, replayed: false };
+  return replayOrConflict(deps, key!, bodyHash!);
 }
 
 /**

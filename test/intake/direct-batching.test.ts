@@ -102,4 +102,41 @@ describe('direct mode, concurrent emits', () => {
     const { rows } = await h.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM herald_events WHERE (ctx->>'n')::int = 2000`);
     assert.equal(rows[0]!.n, 1);
   });
+  test('keys are claimed inside the shared flush: 40 concurrent keyed emits take fewer than 40 transactions', async () => {
+    // Every x-signature request has a key (the hash of its body). Each claim was a transaction (and
+    // a WAL flush) of its own before the flush; now it rides in the flush's. Every writing
+    // transaction takes a transaction id, so the ids consumed count them (txid_current takes one).
+    const user = randomUUID();
+    const before = (await h.db.query<{ x: string }>(`SELECT txid_current()::text AS x`)).rows[0]!.x;
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => emit({ userIds: [user], n: 3000 + i })));
+    const after = (await h.db.query<{ x: string }>(`SELECT txid_current()::text AS x`)).rows[0]!.x;
+    assert.ok(answers.every((r) => r.status === 200));
+    const used = Number(after) - Number(before) - 1;
+    assert.ok(used >= 1 && used < 40, `40 keyed emits took ${used} transactions`);
+    const { rows } = await h.db.query<{ n: number; done: number }>(
+      `SELECT count(*)::int AS n, count(*) FILTER (WHERE state = 'done' AND (response->>'inserted')::int = 1)::int AS done
+       FROM herald_idempotency_keys WHERE response->>'eventId' IN (SELECT id::text FROM herald_events WHERE (ctx->>'n')::int BETWEEN 3000 AND 3039)`,
+    );
+    assert.deepEqual(rows[0], { n: 40, done: 40 }, 'each key stored done, with its own answer');
+  });
+
+  test('the same request sent 6 times at once is delivered once: one answer, five replays of it, no 409', async () => {
+    const user = randomUUID();
+    const results = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const res = await emit({ userIds: [user], n: 4000 }, { 'idempotency-key': 'same-request' });
+        return { status: res.status, replayed: res.headers.get('idempotent-replayed'), text: await res.text() };
+      }),
+    );
+    assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200, 200], JSON.stringify(results));
+    const fresh = results.filter((r) => r.replayed === null);
+    assert.equal(fresh.length, 1, 'one request delivered');
+    for (const r of results) assert.equal(r.text, fresh[0]!.text, 'the others replay its answer byte for byte');
+    const { rows } = await h.db.query<{ e: number; n: number }>(
+      `SELECT (SELECT count(*) FROM herald_events WHERE (ctx->>'n')::int = 4000)::int AS e,
+              (SELECT count(*) FROM notifications WHERE user_id = $1)::int AS n`,
+      [user],
+    );
+    assert.deepEqual(rows[0], { e: 1, n: 1 });
+  });
 });

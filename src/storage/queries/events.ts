@@ -22,18 +22,47 @@ export async function insertEvent(
   ]);
 }
 
-/** Direct-mode events, many in one statement (see intake/direct-writer.ts). */
-export async function insertDirectEvents(
-  db: Queryable,
-  events: { id: string; type: string; ctx: unknown; tenantId: string | null }[],
-): Promise<void> {
-  await db.query(
-    `INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
-     SELECT t.id, t.type, t.ctx, t.tenant_id, 'direct'
-     FROM json_to_recordset($1::json) AS t(id uuid, type text, ctx jsonb, tenant_id uuid)`,
-    [JSON.stringify(events.map((e) => ({ id: e.id, type: e.type, ctx: e.ctx, tenant_id: e.tenantId })))],
+/** A direct-mode event to store, with its idempotency key (if any) and its body's hash. */
+export interface IncomingDirectEvent {
+  id: string;
+  type: string;
+  ctx: Record<string, unknown>;
+  tenantId: string | null;
+  key: string | null;
+  /** With a key only. */
+  bodySha256: string | null;
+}
+
+/**
+ * Direct mode's statement (see intake/direct-writer.ts): many events and the claim of their
+ * idempotency keys, in the flush's transaction. A key is claimed 'pending' here and completed with
+ * the response later in the same transaction, so no other request ever sees it pending; an event
+ * whose key is taken (a duplicate, or one in flight in the other writer, which this statement then
+ * waits for) is not stored. Keys are claimed in key order, so two flushes claiming the same keys
+ * cannot deadlock. Returns the ids of the events that were stored.
+ */
+export async function insertDirectEvents(db: Queryable, events: IncomingDirectEvent[], ttlHours: number): Promise<Set<string>> {
+  const { rows } = await db.query<{ ids: string[] | null }>(
+    `WITH input AS (
+       SELECT * FROM json_to_recordset($1::json)
+         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text)),
+     keys AS (
+       INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state)
+       SELECT key, "bodySha256", 'pending' FROM input WHERE key IS NOT NULL ORDER BY key
+       ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'pending',
+         status = NULL, response = NULL, created_at = now()
+       WHERE ${keyTakeover('$2')}
+       RETURNING key),
+     events AS (
+       INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
+       SELECT id, type, ctx, "tenantId", 'direct' FROM input
+       WHERE key IS NULL OR key IN (SELECT key FROM keys)
+       RETURNING id)
+     SELECT array_agg(id::text) AS ids FROM events`,
+    [JSON.stringify(events), ttlHours],
     { prepare: true },
   );
+  return new Set(rows[0]?.ids ?? []);
 }
 
 export async function getEvent(db: Queryable, id: string): Promise<EventRow | undefined> {
@@ -69,7 +98,8 @@ export interface IncomingEvent {
  * response, since the response is known up front) and one expansion job for all of them, with at
  * most one wake-up, in one statement and so one transaction. An event whose key is already taken
  * (a duplicate, or one in flight) is not stored. Returns the ids of the events that were.
- * Items must not share a key (the caller keeps duplicates for the next statement). The rows
+ * Items must not share a key (the caller keeps duplicates for the next statement); keys are
+ * claimed in key order, so two flushes in flight cannot deadlock on each other's keys. The rows
  * travel as one JSON document: cheaper to build in Node than seven parallel arrays.
  */
 export async function insertWorkflowEvents(
@@ -83,7 +113,7 @@ export async function insertWorkflowEvents(
          AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text, response json)),
      keys AS (
        INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state, status, response)
-       SELECT key, "bodySha256", 'done', 200, response FROM input WHERE key IS NOT NULL
+       SELECT key, "bodySha256", 'done', 200, response FROM input WHERE key IS NOT NULL ORDER BY key
        ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'done', status = 200,
          response = EXCLUDED.response, created_at = now()
        WHERE ${keyTakeover('$2')}
