@@ -1,7 +1,7 @@
 import type { CompiledRules } from '../rules/compile.ts';
 import type { Db } from '../storage/db.ts';
 import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts';
-import { insertDirectEvents, type IncomingDirectEvent } from '../storage/queries/events.ts';
+import { insertDirectEvents, type IncomingEvent } from '../storage/queries/events.ts';
 import { completeKeys } from '../storage/queries/idempotency.ts';
 import { expandEvents } from './process-event.ts';
 
@@ -9,7 +9,7 @@ import { expandEvents } from './process-event.ts';
  * Resolves with the event's response body once the transaction that delivered it committed, or
  * with null when its idempotency key was already taken (nothing was stored for it).
  */
-export type DirectWriter = GroupCommit<IncomingDirectEvent, Record<string, unknown> | null>;
+export type DirectWriter = GroupCommit<IncomingEvent, Record<string, unknown> | null>;
 
 /**
  * Direct mode's hot path: concurrent emits are expanded and delivered together, in one
@@ -25,7 +25,7 @@ export type DirectWriter = GroupCommit<IncomingDirectEvent, Record<string, unkno
  * stays free for the client's retry.
  */
 export function createDirectWriter(db: Db, rules: CompiledRules, opts: { maxBatch: number; ttlHours: number }): DirectWriter {
-  return createGroupCommit<IncomingDirectEvent, Record<string, unknown> | null>({
+  return createGroupCommit<IncomingEvent, Record<string, unknown> | null>({
     maxBatch: opts.maxBatch,
     // Two, like the event writer: one event with a huge audience then holds up only one of them.
     writers: db.kind === 'pglite' ? 1 : 2,

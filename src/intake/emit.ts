@@ -5,7 +5,7 @@ import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import { startRunsForEvent, type StartedRun } from '../workflow/start.ts';
-import { insertEvent } from '../storage/queries/events.ts';
+import { insertEvent, type IncomingEvent } from '../storage/queries/events.ts';
 import { completeKey, readKey, releaseKey, reserveKey } from '../storage/queries/idempotency.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
@@ -53,8 +53,8 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const ctx = validateCtx(rule, rawCtx);
 
   const key = req.idempotencyKey;
-  if (!deps.workflowMode) return emitDirect(deps, type, ctx, key, req.rawBody);
-  if (!deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, type, ctx, key, req.rawBody);
+  if (!deps.workflowMode) return emitDirect(deps, incoming(type, ctx, key, req.rawBody));
+  if (!deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, incoming(type, ctx, key, req.rawBody));
   // An event that starts workflows: its runs are created with it, in a transaction of its own.
   const bodyHash = sha256(req.rawBody);
   if (key !== undefined) {
@@ -78,60 +78,42 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   }
 }
 
+/** The event as both writers take it: its id, its tenant, and with a key the body's hash. */
+function incoming(type: string, ctx: Record<string, unknown>, key: string | undefined, rawBody: Buffer): IncomingEvent {
+  return {
+    id: uuidv7(),
+    type,
+    ctx,
+    tenantId: isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null,
+    key: key ?? null,
+    // The body's hash only matters with a key (a retry must match its first body).
+    bodySha256: key === undefined ? null : sha256(rawBody),
+  };
+}
+
 /**
  * Direct mode: the event is delivered with the concurrent emits in one transaction
  * (direct-writer.ts), which also claims its key and stores the response with it. If the key was
  * taken, nothing was written for this request and the stored response (or the conflict) is the
  * answer. A failed delivery leaves no key behind (it was claimed in the rolled-back transaction).
  */
-async function emitDirect(
-  deps: IntakeDeps,
-  type: string,
-  ctx: Record<string, unknown>,
-  key: string | undefined,
-  rawBody: Buffer,
-): Promise<EmitOutcome> {
-  const bodyHash = key === undefined ? null : sha256(rawBody);
-  const body = await deps.directWriter.submit({
-    id: uuidv7(),
-    type,
-    ctx,
-    tenantId: isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null,
-    key: key ?? null,
-    bodySha256: bodyHash,
-  });
+async function emitDirect(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
+  const body = await deps.directWriter.submit(event);
   if (body) return { status: 200, body, replayed: false };
-  return replayOrConflict(deps, key!, bodyHash!);
+  return replayOrConflict(deps, event.key!, event.bodySha256!);
 }
 
 /**
  * The common workflow-mode emit (no workflow subscribed to the type): the event and its key ride in
- * the next group commit, whose events share one expansion job. The response is known before the write (the event
- * id is ours), so the key is stored 'done' with it in the same statement; if the key was taken,
- * nothing was written for this request and the stored response (or the conflict) is the answer.
+ * the next group commit, whose events share one expansion job. The response is known before the
+ * write (the event id is ours), so the key is stored 'done' with it in the same statement; if the
+ * key was taken, nothing was written for this request and the stored response (or the conflict)
+ * is the answer.
  */
-async function emitGrouped(
-  deps: IntakeDeps,
-  type: string,
-  ctx: Record<string, unknown>,
-  key: string | undefined,
-  rawBody: Buffer,
-): Promise<EmitOutcome> {
-  // The body's hash only matters with a key (a retry must match its first body).
-  const bodyHash = key === undefined ? null : sha256(rawBody);
-  const eventId = uuidv7();
-  const body = { ok: true, workflow: 'queued', eventId };
-  const stored = await deps.writer.submit({
-    id: eventId,
-    type,
-    ctx,
-    tenantId: isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null,
-    key: key ?? null,
-    bodySha256: bodyHash,
-    response: body,
-  });
-  if (stored) return { status: 200, body, replayed: false };
-  return replayOrConflict(deps, key!, bodyHash!);
+async function emitGrouped(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
+  const body = { ok: true, workflow: 'queued', eventId: event.id };
+  if (await deps.writer.submit({ ...event, response: body })) return { status: 200, body, replayed: false };
+  return replayOrConflict(deps, event.key!, event.bodySha256!);
 }
 
 async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string): Promise<EmitOutcome> {

@@ -1,11 +1,11 @@
 import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts';
 import type { Db } from '../storage/db.ts';
-import { insertWorkflowEvents, type IncomingEvent } from '../storage/queries/events.ts';
+import { insertWorkflowEvents, type IncomingWorkflowEvent } from '../storage/queries/events.ts';
 import { BATCH_JOBS_CHANNEL } from '../storage/queries/jobs.ts';
 import { EXPAND_EVENT_JOB } from './process-event.ts';
 
 /** Resolves true when the event was stored, false when its idempotency key was already taken. */
-export type EventWriter = GroupCommit<IncomingEvent, boolean>;
+export type EventWriter = GroupCommit<IncomingWorkflowEvent, boolean>;
 
 /**
  * Workflow mode's hot path: concurrent emits are group-committed, many events (with their keys and
@@ -13,7 +13,7 @@ export type EventWriter = GroupCommit<IncomingEvent, boolean>;
  * PGlite has a single connection, so one.
  */
 export function createEventWriter(db: Db, opts: { ttlHours: number; maxBatch: number }): EventWriter {
-  return createGroupCommit<IncomingEvent, boolean>({
+  return createGroupCommit<IncomingWorkflowEvent, boolean>({
     maxBatch: opts.maxBatch,
     writers: db.kind === 'pglite' ? 1 : 2,
     conflictKey: (e) => e.key ?? undefined,

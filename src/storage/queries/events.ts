@@ -22,8 +22,8 @@ export async function insertEvent(
   ]);
 }
 
-/** A direct-mode event to store, with its idempotency key (if any) and its body's hash. */
-export interface IncomingDirectEvent {
+/** An event to store, with its idempotency key (if any) and its body's hash. */
+export interface IncomingEvent {
   id: string;
   type: string;
   ctx: Record<string, unknown>;
@@ -34,30 +34,44 @@ export interface IncomingDirectEvent {
 }
 
 /**
- * Direct mode's statement (see intake/direct-writer.ts): many events and the claim of their
- * idempotency keys, in the flush's transaction. A key is claimed 'pending' here and completed with
- * the response later in the same transaction, so no other request ever sees it pending; an event
- * whose key is taken (a duplicate, or one in flight in the other writer, which this statement then
- * waits for) is not stored. Keys are claimed in key order, so two flushes claiming the same keys
- * cannot deadlock. Returns the ids of the events that were stored.
+ * The common start of both writers' statements: their input rows (one JSON document: cheaper to
+ * build in Node than parallel arrays), the claim of their idempotency keys — a key already taken
+ * (a duplicate, or one in flight in the other writer, which the statement then waits for) is not
+ * claimed, unless it expired or was abandoned — and the events whose claim succeeded or that have
+ * no key. Keys are claimed in key order, so two flushes claiming the same keys cannot deadlock.
+ * `$2` is the keys' TTL in hours. The writers keep one key per statement (a statement cannot claim
+ * a key twice).
  */
-export async function insertDirectEvents(db: Queryable, events: IncomingDirectEvent[], ttlHours: number): Promise<Set<string>> {
-  const { rows } = await db.query<{ ids: string[] | null }>(
-    `WITH input AS (
+function storeEvents(mode: 'workflow' | 'direct', claimAs: 'pending' | 'done'): string {
+  return `WITH input AS (
        SELECT * FROM json_to_recordset($1::json)
-         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text)),
+         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text, response json)),
      keys AS (
-       INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state)
-       SELECT key, "bodySha256", 'pending' FROM input WHERE key IS NOT NULL ORDER BY key
-       ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'pending',
-         status = NULL, response = NULL, created_at = now()
+       INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state, status, response)
+       SELECT key, "bodySha256", '${claimAs}', ${claimAs === 'done' ? '200, response' : 'NULL, NULL'}
+       FROM input WHERE key IS NOT NULL ORDER BY key
+       ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = EXCLUDED.state,
+         status = EXCLUDED.status, response = EXCLUDED.response, created_at = now()
        WHERE ${keyTakeover('$2')}
        RETURNING key),
      events AS (
        INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
-       SELECT id, type, ctx, "tenantId", 'direct' FROM input
+       SELECT id, type, ctx, "tenantId", '${mode}' FROM input
        WHERE key IS NULL OR key IN (SELECT key FROM keys)
-       RETURNING id)
+       RETURNING id)`;
+}
+const STORE_DIRECT_EVENTS = storeEvents('direct', 'pending');
+const STORE_WORKFLOW_EVENTS = storeEvents('workflow', 'done');
+
+/**
+ * Direct mode's statement (see intake/direct-writer.ts): many events and the claims of their keys,
+ * in the flush's transaction. A key is claimed 'pending' and completed with the response later in
+ * the same transaction, so no other request ever sees it pending. Returns the ids of the events
+ * that were stored.
+ */
+export async function insertDirectEvents(db: Queryable, events: IncomingEvent[], ttlHours: number): Promise<Set<string>> {
+  const { rows } = await db.query<{ ids: string[] | null }>(
+    `${STORE_DIRECT_EVENTS}
      SELECT array_agg(id::text) AS ids FROM events`,
     [JSON.stringify(events), ttlHours],
     { prepare: true },
@@ -81,48 +95,24 @@ export async function getEvents(db: Queryable, ids: string[]): Promise<EventRow[
   ).rows;
 }
 
-/** A workflow-mode event ready to store, with its idempotency key and the response to keep for it. */
-export interface IncomingEvent {
-  id: string;
-  type: string;
-  ctx: Record<string, unknown>;
-  tenantId: string | null;
-  key: string | null;
-  /** With a key only. */
-  bodySha256: string | null;
+/** A workflow-mode event ready to store, with the response to keep for its key. */
+export interface IncomingWorkflowEvent extends IncomingEvent {
   response: Record<string, unknown>;
 }
 
 /**
- * The group-commit writer's statement: many events, their idempotency keys (stored 'done' with the
- * response, since the response is known up front) and one expansion job for all of them, with at
- * most one wake-up, in one statement and so one transaction. An event whose key is already taken
- * (a duplicate, or one in flight) is not stored. Returns the ids of the events that were.
- * Items must not share a key (the caller keeps duplicates for the next statement); keys are
- * claimed in key order, so two flushes in flight cannot deadlock on each other's keys. The rows
- * travel as one JSON document: cheaper to build in Node than seven parallel arrays.
+ * The group-commit writer's statement: many events, their idempotency keys (claimed 'done' with
+ * the response, since the response is known up front) and one expansion job for all of them, with
+ * at most one wake-up, in one statement and so one transaction. Returns the ids of the events that
+ * were stored (see storeEvents for those that are not).
  */
 export async function insertWorkflowEvents(
   db: Queryable,
-  events: IncomingEvent[],
+  events: IncomingWorkflowEvent[],
   opts: { jobKind: string; ttlHours: number },
 ): Promise<Set<string>> {
   const { rows } = await db.query<{ ids: string[] | null }>(
-    `WITH input AS (
-       SELECT * FROM json_to_recordset($1::json)
-         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text, response json)),
-     keys AS (
-       INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state, status, response)
-       SELECT key, "bodySha256", 'done', 200, response FROM input WHERE key IS NOT NULL ORDER BY key
-       ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'done', status = 200,
-         response = EXCLUDED.response, created_at = now()
-       WHERE ${keyTakeover('$2')}
-       RETURNING key),
-     events AS (
-       INSERT INTO herald_events (id, type, ctx, tenant_id, mode)
-       SELECT id, type, ctx, "tenantId", 'workflow' FROM input
-       WHERE key IS NULL OR key IN (SELECT key FROM keys)
-       RETURNING id),
+    `${STORE_WORKFLOW_EVENTS},
      job AS (
        INSERT INTO herald_jobs (kind, payload)
        SELECT $3, jsonb_build_object('eventIds', jsonb_agg(id)) FROM events HAVING count(*) > 0
