@@ -6,7 +6,7 @@ import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import { startRunsForEvent, type StartedRun } from '../workflow/start.ts';
 import { insertEvent, type IncomingEvent } from '../storage/queries/events.ts';
-import { completeKey, readKey, releaseKey, reserveKey } from '../storage/queries/idempotency.ts';
+import { completeKey, readKey, reserveKey } from '../storage/queries/idempotency.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import type { DirectWriter } from './direct-writer.ts';
@@ -52,33 +52,30 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const rule = ruleFor(deps.rules, type);
   const ctx = validateCtx(rule, rawCtx);
 
-  const key = req.idempotencyKey;
-  if (!deps.workflowMode) return emitDirect(deps, incoming(type, ctx, key, req.rawBody));
-  if (!deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, incoming(type, ctx, key, req.rawBody));
-  // An event that starts workflows: its runs are created with it, in a transaction of its own.
-  const bodyHash = sha256(req.rawBody);
-  if (key !== undefined) {
-    if (!(await reserveKey(deps.db, key, bodyHash, deps.idempotencyTtlHours))) {
-      return replayOrConflict(deps, key, bodyHash);
-    }
-  }
-
-  const eventId = uuidv7();
-  const tenantId = isUuid(ctx.tenantId) ? ctx.tenantId.toLowerCase() : null;
-  try {
-    return await deps.db.transaction(async (tx) => {
-      const runs = await acceptEvent(tx, deps.rules, { id: eventId, type, ctx, tenantId });
-      const body = { ok: true, workflow: 'queued', eventId, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
-      if (key !== undefined) await completeKey(tx, key, 200, body);
-      return { status: 200, body, replayed: false };
-    });
-  } catch (err) {
-    if (key !== undefined) await releaseKey(deps.db, key).catch(() => {});
-    throw err;
-  }
+  const event = incoming(type, ctx, req.idempotencyKey, req.rawBody);
+  if (!deps.workflowMode) return emitDirect(deps, event);
+  if (!deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, event);
+  return emitWithRuns(deps, event);
 }
 
-/** The event as both writers take it: its id, its tenant, and with a key the body's hash. */
+/**
+ * An event that starts workflows: its runs are created with it, in a transaction of its own, which
+ * also claims its key and stores the answer, so no other request ever sees the key pending (a
+ * concurrent duplicate waits for this transaction, then replays its answer) and a failure leaves
+ * no key behind.
+ */
+async function emitWithRuns(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
+  const outcome = await deps.db.transaction(async (tx) => {
+    if (event.key !== null && !(await reserveKey(tx, event.key, event.bodySha256!, deps.idempotencyTtlHours))) return null;
+    const runs = await acceptEvent(tx, deps.rules, { id: event.id, type: event.type, ctx: event.ctx, tenantId: event.tenantId });
+    const body = { ok: true, workflow: 'queued', eventId: event.id, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
+    if (event.key !== null) await completeKey(tx, event.key, 200, body);
+    return { status: 200, body, replayed: false };
+  });
+  return outcome ?? replayOrConflict(deps, event.key!, event.bodySha256!);
+}
+
+/** The event as every intake path takes it: its id, its tenant, and with a key the body's hash. */
 function incoming(type: string, ctx: Record<string, unknown>, key: string | undefined, rawBody: Buffer): IncomingEvent {
   return {
     id: uuidv7(),

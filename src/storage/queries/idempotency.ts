@@ -15,7 +15,12 @@ export const keyTakeover = (ttlHoursParam: string) =>
   `k.created_at < now() - make_interval(hours => ${ttlHoursParam}::int)
    OR (k.state = 'pending' AND k.created_at < now() - interval '60 seconds')`;
 
-/** Claims a key for this request. Also takes over keys that expired or were abandoned. */
+/**
+ * Claims a key for this request ('pending'), in the transaction that will store its answer
+ * (completeKey), so no other request sees it pending: a concurrent claim of the same key waits
+ * for that transaction. Also takes over keys that expired, or pending ones a dead request left
+ * (written by herald versions that claimed keys in a transaction of their own).
+ */
 export async function reserveKey(db: Queryable, key: string, bodySha256: string, ttlHours: number): Promise<boolean> {
   const { rowCount } = await db.query(
     `INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state) VALUES ($1, $2, 'pending')
@@ -51,11 +56,6 @@ export async function completeKeys(db: Queryable, done: { key: string; status: n
     [JSON.stringify(done)],
     { prepare: true },
   );
-}
-
-/** Frees a key whose request failed before committing, so the client's retry can proceed. */
-export async function releaseKey(db: Queryable, key: string): Promise<void> {
-  await db.query(`DELETE FROM herald_idempotency_keys WHERE key = $1 AND state = 'pending'`, [key]);
 }
 
 export async function pruneKeys(db: Queryable, ttlHours: number): Promise<number> {
