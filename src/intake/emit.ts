@@ -116,7 +116,7 @@ async function emitGrouped(deps: IntakeDeps, event: IncomingEvent): Promise<Emit
 async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string): Promise<EmitOutcome> {
   const existing = await readKey(deps.db, key);
   if (!existing) {
-    // Released between our reserve and read (the first request failed): the client may retry.
+    // Gone between the failed claim and this read (pruned as expired): the client may retry.
     throw new HttpError(409, 'a request with this idempotency key is being processed; retry', { 'Retry-After': '1' });
   }
   if (existing.body_sha256 !== bodyHash) {
