@@ -34,8 +34,7 @@ describe('idempotency of emits that start workflows', () => {
   });
   after(() => h?.close());
 
-  const emit = (orderId: string, key: string) =>
-    h.post('/api/notifications/emit', { type: 'order.placed', ctx: { orderId, userId: randomUUID() } }, { headers: { 'idempotency-key': key } });
+  const emit = (body: unknown, key: string) => h.post('/api/notifications/emit', body, { headers: { 'idempotency-key': key } });
   const counts = async (orderId: string) =>
     (
       await h.db.query<{ events: number; runs: number }>(
@@ -48,12 +47,12 @@ describe('idempotency of emits that start workflows', () => {
   test('a retry replays the first answer, with its run, and starts no second run', async () => {
     const key = `k-${randomUUID()}`;
     const body = { type: 'order.placed', ctx: { orderId: 'o-replay', userId: randomUUID() } };
-    const first = await h.post('/api/notifications/emit', body, { headers: { 'idempotency-key': key } });
+    const first = await emit(body, key);
     assert.equal(first.status, 200);
     const text = await first.text();
     const answer = JSON.parse(text) as { workflowRuns: string[] };
     assert.equal(answer.workflowRuns.length, 1);
-    const again = await h.post('/api/notifications/emit', body, { headers: { 'idempotency-key': key } });
+    const again = await emit(body, key);
     assert.equal(again.status, 200);
     assert.equal(again.headers.get('idempotent-replayed'), 'true');
     assert.equal(await again.text(), text);
@@ -65,7 +64,7 @@ describe('idempotency of emits that start workflows', () => {
     const body = { type: 'order.placed', ctx: { orderId: 'o-burst', userId: randomUUID() } };
     const results = await Promise.all(
       Array.from({ length: 6 }, async () => {
-        const res = await h.post('/api/notifications/emit', body, { headers: { 'idempotency-key': key } });
+        const res = await emit(body, key);
         return { status: res.status, replayed: res.headers.get('idempotent-replayed'), text: await res.text() };
       }),
     );
@@ -78,6 +77,7 @@ describe('idempotency of emits that start workflows', () => {
 
   test('a request that fails after claiming its key leaves no key behind: the retry starts the run (once)', async () => {
     const key = `k-${randomUUID()}`;
+    const body = { type: 'order.placed', ctx: { orderId: 'o-boom', userId: randomUUID() } };
     // Fails the run's insert, i.e. after the key was claimed and the event stored, in the same transaction.
     await h.db.exec(`
       CREATE FUNCTION test_fail_boom() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -87,7 +87,7 @@ describe('idempotency of emits that start workflows', () => {
       END $$;
       CREATE TRIGGER test_fail_boom BEFORE INSERT ON herald_runs FOR EACH ROW EXECUTE FUNCTION test_fail_boom();`);
     try {
-      const failed = await emit('o-boom', key);
+      const failed = await emit(body, key);
       assert.equal(failed.status, 500);
       assert.deepEqual(await counts('o-boom'), { events: 0, runs: 0 }, 'the failed request rolled back');
       const { rows } = await h.db.query(`SELECT 1 FROM herald_idempotency_keys WHERE key = $1`, [`key:${key}`]);
@@ -95,7 +95,7 @@ describe('idempotency of emits that start workflows', () => {
     } finally {
       await h.db.exec(`DROP TRIGGER test_fail_boom ON herald_runs; DROP FUNCTION test_fail_boom();`);
     }
-    const retry = await emit('o-boom', key);
+    const retry = await emit(body, key);
     assert.equal(retry.status, 200);
     assert.equal(retry.headers.get('idempotent-replayed'), null);
     assert.deepEqual(await counts('o-boom'), { events: 1, runs: 1 });
