@@ -59,6 +59,19 @@ export const SUBJECTS: Record<string, Subject> = {
   'graphile-batched': { run: async (ctx) => queueModes(await graphileSubject(ctx.url, 'batched'), ctx, [16], ctx.sizes.queue.drainN) },
   pgboss: { run: async (ctx) => queueModes(await pgbossSubject(ctx.url), ctx, [16], ctx.sizes.queue.drainN) },
   herald: { run: async (ctx) => queueModes(await heraldSubject(ctx.url), ctx, ctx.sizes.queue.stream, ctx.sizes.heraldDrainN) },
+  // Emits whose type starts a workflow: the handler is the run's first execution.
+  'herald-runs': {
+    async run(ctx) {
+      const s = await heraldSubject(ctx.url, { name: 'herald workflow starts (engine.emit of a type that starts a run)', startsRuns: true });
+      try {
+        await warmUp(s, ctx);
+        ctx.report(await streamMode(s, 16, ctx.sizes.queue));
+        ctx.report(await serialMode(s, ctx.sizes.queue));
+      } finally {
+        await s.close();
+      }
+    },
+  },
   'herald-wakeups': {
     async run(ctx) {
       for (const wakeups of [true, false]) {

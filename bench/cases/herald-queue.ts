@@ -2,7 +2,7 @@ import pg from 'pg';
 import { EXPAND_EVENT_JOB, eventIdsOf } from '../../src/intake/process-event.ts';
 import type { Db, Queryable } from '../../src/storage/db.ts';
 import { Tracker } from '../lib/drive.ts';
-import { openHerald, pingBody, resetHerald, trackedWorker, type BenchHerald } from '../lib/herald.ts';
+import { openHerald, pingBody, resetHerald, startBody, trackedWorker, type BenchHerald } from '../lib/herald.ts';
 import type { QueueSubject } from '../lib/queue-modes.ts';
 import { now, percentile, sleep } from '../lib/stats.ts';
 import type { Worker } from '../../src/jobs/worker.ts';
@@ -14,7 +14,7 @@ import type { Worker } from '../../src/jobs/worker.ts';
  */
 export async function heraldSubject(
   url: string,
-  opts: { name?: string; env?: Record<string, string>; wakeups?: boolean } = {},
+  opts: { name?: string; env?: Record<string, string>; wakeups?: boolean; startsRuns?: boolean } = {},
 ): Promise<QueueSubject & { herald: BenchHerald; rewrites: () => number }> {
   const observer = new pg.Client({ connectionString: url });
   await observer.connect();
@@ -27,9 +27,10 @@ export async function heraldSubject(
   const tracker = new Tracker();
   const rowAt = new Map<string, number>();
   let worker: Worker | undefined;
+  // With startsRuns the handler is the run's first execution, tracked by run id.
   const enqueue = async (seq: number) => {
-    const out = await herald.engine.emit(pingBody(seq));
-    const id = out.body.eventId;
+    const out = await herald.engine.emit(opts.startsRuns ? startBody(seq) : pingBody(seq));
+    const id = opts.startsRuns ? (out.body.workflowRuns as string[] | undefined)?.[0] : out.body.eventId;
     if (out.status !== 200 || typeof id !== 'string') throw new Error(`emit failed: ${out.status} ${JSON.stringify(out.body)}`);
     return id;
   };
@@ -40,9 +41,11 @@ export async function heraldSubject(
     herald,
     rewrites: () => rewrites,
     async startWorker() {
-      worker = trackedWorker(herald.engine, tracker.onStart, (job, outcome) => {
-        if (job.kind === EXPAND_EVENT_JOB && outcome === 'completed') for (const id of eventIdsOf(job.payload)) rowAt.set(id, now());
-      });
+      worker = opts.startsRuns
+        ? trackedWorker(herald.engine, () => {}, undefined, tracker.onStart)
+        : trackedWorker(herald.engine, tracker.onStart, (job, outcome) => {
+            if (job.kind === EXPAND_EVENT_JOB && outcome === 'completed') for (const id of eventIdsOf(job.payload)) rowAt.set(id, now());
+          });
       await worker.start();
     },
     async stopWorker() {
@@ -70,7 +73,7 @@ export async function heraldSubject(
       await observer.query('CHECKPOINT');
     },
     async verify(ids) {
-      return verifyRows(observer, ids, rowAt, tracker);
+      return opts.startsRuns ? verifyRuns(observer, ids) : verifyRows(observer, ids, rowAt, tracker);
     },
     async close() {
       await worker?.stop().catch(() => {});
@@ -127,6 +130,41 @@ export async function verifyRows(
     extra.expandP99 = percentile(work, 99);
   }
   return { verdict: 'ok', extra };
+}
+
+/**
+ * Every acknowledged emit of `bench.start` started exactly its one run (matched by the run id its
+ * answer named), the run completed with its event's seq as result, every event was expanded, and
+ * no job is left. Waits (bounded) for the worker to finish.
+ */
+export async function verifyRuns(observer: SqlReader, ids: string[]): Promise<{ verdict: string }> {
+  const deadline = now() + 60_000;
+  for (;;) {
+    const open = count(
+      await observer.query(
+        `SELECT (SELECT count(*) FROM herald_jobs) + (SELECT count(*) FROM herald_runs WHERE state = 'running') AS n`,
+      ),
+    );
+    if (open === 0 || now() > deadline) break;
+    await sleep(20);
+  }
+  const runs = (
+    await observer.query(
+      `SELECT r.id, r.state, r.result = (e.ctx->'seq') AS right_result, e.processed_at IS NOT NULL AS expanded
+       FROM herald_runs r LEFT JOIN herald_events e ON e.id = r.event_id`,
+    )
+  ).rows as { id: string; state: string; right_result: boolean | null; expanded: boolean }[];
+  const expected = new Set(ids);
+  if (expected.size !== ids.length) return { verdict: 'two acknowledgements named the same run' };
+  for (const r of runs) {
+    if (!expected.has(r.id)) return { verdict: `a run nobody was told about: ${r.id}` };
+    if (r.state !== 'completed' || !r.right_result) return { verdict: `run ${r.id} ended ${r.state} without its event's seq` };
+    if (!r.expanded) return { verdict: `the event of run ${r.id} was not expanded` };
+  }
+  if (runs.length !== ids.length) return { verdict: `${runs.length} runs for ${ids.length} acknowledged emits` };
+  const events = count(await observer.query(`SELECT count(*)::int AS n FROM herald_events`));
+  if (events !== ids.length) return { verdict: `${events} events stored for ${ids.length} acknowledged` };
+  return { verdict: 'ok' };
 }
 
 /** The same Db with herald's wake-ups removed: pg_notify in statements and Db.wake (polling only). */

@@ -23,7 +23,8 @@ export const USERS = Array.from({ length: 1000 }, (_, i) => `00000000-0000-7000-
 
 /**
  * The benchmark's rules: `bench.ping` has one in-app recipient named in the ctx, rendered from
- * Liquid templates like a real rule; `bench.park` starts a workflow that waits for a notify.
+ * Liquid templates like a real rule; `bench.park` starts a workflow that waits for a notify;
+ * `bench.start` starts one that returns its input's seq at once.
  */
 export const benchConfig: HeraldConfig = {
   defaultLocale: 'en',
@@ -40,6 +41,7 @@ export const benchConfig: HeraldConfig = {
       },
     },
     'bench.park': { schema: z.object({ tenantId: z.string().uuid(), key: z.string(), seq: z.number().int() }) },
+    'bench.start': { schema: z.object({ tenantId: z.string().uuid(), seq: z.number().int() }) },
   },
   workflows: {
     'bench.waiter': workflow<{ key: string }>({
@@ -49,11 +51,19 @@ export const benchConfig: HeraldConfig = {
         return { resumedAt: Date.now(), timeout: r.timeout };
       },
     }),
+    'bench.started': workflow<{ seq: number }>({
+      on: 'bench.start',
+      async run(input) {
+        return input.seq;
+      },
+    }),
   },
 };
 
 export const pingBody = (seq: number) =>
   Buffer.from(JSON.stringify({ type: 'bench.ping', ctx: { tenantId: TENANT, userId: USERS[seq % USERS.length], seq, item: `it-${seq}` } }));
+
+export const startBody = (seq: number) => Buffer.from(JSON.stringify({ type: 'bench.start', ctx: { tenantId: TENANT, seq } }));
 
 export const parkBody = (seq: number, key: string) =>
   Buffer.from(JSON.stringify({ type: 'bench.park', ctx: { tenantId: TENANT, key, seq } }));
@@ -83,14 +93,17 @@ export async function openHerald(opts: { databaseUrl?: string; dataDir?: string;
 
 /**
  * A worker with herald's own handlers, wrapped to report when the event-expansion handler starts
- * (by event id) and when each job settles.
+ * (by event id), when a code run's execution starts (by run id, if asked) and when each job
+ * settles.
  */
 export function trackedWorker(
   engine: Engine,
   onExpandStart: (eventId: string) => void,
   onSettled?: (job: { kind: string; payload: Record<string, unknown> }, outcome: string) => void,
+  onRunStart?: (runId: string) => void,
 ): Worker {
   const expand = expandEventsHandler(engine.rules);
+  const runCode = workflowRunHandler({ db: engine.db, rules: engine.rules, log: engine.log, metrics: engine.metrics, baseUrl: engine.baseUrl });
   const handlers: Record<string, JobHandler> = {
     [EXPAND_EVENT_JOB]: {
       run: (payload, ctx) => {
@@ -102,7 +115,13 @@ export function trackedWorker(
         return expand.batch!(tx, payloads);
       },
     },
-    [RUN_JOB.code]: workflowRunHandler({ db: engine.db, rules: engine.rules, log: engine.log, metrics: engine.metrics, baseUrl: engine.baseUrl }),
+    [RUN_JOB.code]: {
+      ...runCode,
+      run: (payload, ctx) => {
+        if (typeof payload.runId === 'string') onRunStart?.(payload.runId);
+        return runCode.run(payload, ctx);
+      },
+    },
   };
   return engine.createWorker({ handlers, onSettled: (job, outcome) => onSettled?.(job, outcome) });
 }

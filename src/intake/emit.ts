@@ -4,9 +4,9 @@ import { isUuid, uuidv7 } from '../ids.ts';
 import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
 import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Db, Queryable } from '../storage/db.ts';
-import { startRunsForEvent, type StartedRun } from '../workflow/start.ts';
+import { runsToStart, startRunsForEvent, type StartedRun } from '../workflow/start.ts';
 import { insertEvent, type IncomingEvent } from '../storage/queries/events.ts';
-import { completeKey, readKey, reserveKey } from '../storage/queries/idempotency.ts';
+import { readKey } from '../storage/queries/idempotency.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
 import { directoryOn } from '../storage/queries/users.ts';
 import type { DirectWriter } from './direct-writer.ts';
@@ -53,26 +53,7 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const ctx = validateCtx(rule, rawCtx);
 
   const event = incoming(type, ctx, req.idempotencyKey, req.rawBody);
-  if (!deps.workflowMode) return emitDirect(deps, event);
-  if (!deps.rules.workflows.byEvent.has(type)) return emitGrouped(deps, event);
-  return emitWithRuns(deps, event);
-}
-
-/**
- * An event that starts workflows: its runs are created with it, in a transaction of its own, which
- * also claims its key and stores the answer, so no other request ever sees the key pending (a
- * concurrent duplicate waits for this transaction, then replays its answer) and a failure leaves
- * no key behind.
- */
-async function emitWithRuns(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
-  const outcome = await deps.db.transaction(async (tx) => {
-    if (event.key !== null && !(await reserveKey(tx, event.key, event.bodySha256!, deps.idempotencyTtlHours))) return null;
-    const runs = await acceptEvent(tx, deps.rules, { id: event.id, type: event.type, ctx: event.ctx, tenantId: event.tenantId });
-    const body = { ok: true, workflow: 'queued', eventId: event.id, ...(runs.length ? { workflowRuns: runs.map((r) => r.workflowRunId) } : {}) };
-    if (event.key !== null) await completeKey(tx, event.key, 200, body);
-    return { status: 200, body, replayed: false };
-  });
-  return outcome ?? replayOrConflict(deps, event.key!, event.bodySha256!);
+  return deps.workflowMode ? emitGrouped(deps, event) : emitDirect(deps, event);
 }
 
 /** The event as every intake path takes it: its id, its tenant, and with a key the body's hash. */
@@ -101,15 +82,17 @@ async function emitDirect(deps: IntakeDeps, event: IncomingEvent): Promise<EmitO
 }
 
 /**
- * The common workflow-mode emit (no workflow subscribed to the type): the event and its key ride in
- * the next group commit, whose events share one expansion job. The response is known before the
- * write (the event id is ours), so the key is stored 'done' with it in the same statement; if the
- * key was taken, nothing was written for this request and the stored response (or the conflict)
- * is the answer.
+ * Workflow mode: the event and its key ride in the next group commit, whose events share one
+ * expansion job, with a run of every workflow subscribed to its type. The response is known before
+ * the write (the event's and runs' ids are ours), so the key is stored 'done' with it in the same
+ * statement; if the key was taken, nothing was written for this request (no event, no run) and the
+ * stored response (or the conflict) is the answer.
  */
 async function emitGrouped(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
-  const body = { ok: true, workflow: 'queued', eventId: event.id };
-  if (await deps.writer.submit({ ...event, response: body })) return { status: 200, body, replayed: false };
+  const runs = runsToStart(deps.rules.workflows, event.type);
+  const body = { ok: true, workflow: 'queued', eventId: event.id, ...(runs.length ? { workflowRuns: runs.map((r) => r.id) } : {}) };
+  const submitted = runs.length ? { ...event, runs, response: body } : { ...event, response: body };
+  if (await deps.writer.submit(submitted)) return { status: 200, body, replayed: false };
   return replayOrConflict(deps, event.key!, event.bodySha256!);
 }
 
@@ -130,7 +113,8 @@ async function replayOrConflict(deps: IntakeDeps, key: string, bodyHash: string)
 
 /**
  * Workflow mode's intake, in the caller's transaction: the event, the job that expands it through
- * the rules, and a run of every workflow subscribed to it. Used by emit and by `step.send`.
+ * the rules, and a run of every workflow subscribed to it. Used by `step.send` (an emit of such an
+ * event takes the event writer's group commit instead).
  */
 export async function acceptEvent(
   tx: Queryable,

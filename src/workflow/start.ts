@@ -1,6 +1,7 @@
 import { isUuid, uuidv7 } from '../ids.ts';
 import type { Queryable } from '../storage/db.ts';
-import { insertRun } from '../storage/queries/workflows.ts';
+import type { IncomingRun } from '../storage/queries/events.ts';
+import { insertRun, runJobKey } from '../storage/queries/workflows.ts';
 import type { CompiledWorkflow, CompiledWorkflows } from './compile.ts';
 
 /** Run ids look like Upstash Workflow's (wfr_…); the UUIDv7 inside keeps them time-ordered. */
@@ -42,4 +43,15 @@ export async function startRunsForEvent(
     started.push(await startCodeRun(tx, wf, event.ctx, { eventId: event.id, tenantId: event.tenantId }));
   }
   return started;
+}
+
+/**
+ * The runs an emitted event of this type will start, their ids chosen now so the emit's response
+ * can name them; the event writer inserts them with the event (storage/queries/events.ts).
+ */
+export function runsToStart(workflows: CompiledWorkflows, type: string): IncomingRun[] {
+  return (workflows.byEvent.get(type) ?? []).map((wf) => {
+    const id = newRunId();
+    return { id, jobKey: runJobKey(id), workflow: wf.name, maxAttempts: wf.maxAttempts };
+  });
 }

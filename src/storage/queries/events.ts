@@ -42,10 +42,10 @@ export interface IncomingEvent {
  * `$2` is the keys' TTL in hours. The writers keep one key per statement (a statement cannot claim
  * a key twice).
  */
-function storeEvents(mode: 'workflow' | 'direct', claimAs: 'pending' | 'done'): string {
+function storeEvents(mode: 'workflow' | 'direct', claimAs: 'pending' | 'done', extraColumns = ''): string {
   return `WITH input AS (
        SELECT * FROM json_to_recordset($1::json)
-         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text, response json)),
+         AS t(id uuid, type text, ctx jsonb, "tenantId" uuid, key text, "bodySha256" text, response json${extraColumns})),
      keys AS (
        INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state, status, response)
        SELECT key, "bodySha256", '${claimAs}', ${claimAs === 'done' ? '200, response' : 'NULL, NULL'}
@@ -61,7 +61,6 @@ function storeEvents(mode: 'workflow' | 'direct', claimAs: 'pending' | 'done'): 
        RETURNING id)`;
 }
 const STORE_DIRECT_EVENTS = storeEvents('direct', 'pending');
-const STORE_WORKFLOW_EVENTS = storeEvents('workflow', 'done');
 
 /**
  * Direct mode's statement (see intake/direct-writer.ts): many events and the claims of their keys,
@@ -95,30 +94,72 @@ export async function getEvents(db: Queryable, ids: string[]): Promise<EventRow[
   ).rows;
 }
 
+/** A run an event starts, its id chosen up front so the emit's response can name it. */
+export interface IncomingRun {
+  id: string;
+  /** The key of its first execution job (runJobKey). */
+  jobKey: string;
+  workflow: string;
+  maxAttempts: number;
+}
+
 /** A workflow-mode event ready to store, with the response to keep for its key. */
 export interface IncomingWorkflowEvent extends IncomingEvent {
   response: Record<string, unknown>;
+  /** The code workflows it starts (absent when none is subscribed to its type). */
+  runs?: IncomingRun[];
 }
+
+/** One expansion job for all the events a statement stored (`$3` its kind). */
+const EXPANSION_JOB = `
+     job AS (
+       INSERT INTO herald_jobs (kind, payload)
+       SELECT $3, jsonb_build_object('eventIds', jsonb_agg(id)) FROM events HAVING count(*) > 0
+       RETURNING 1)`;
+
+/** The events and their expansion job. */
+const STORE_WORKFLOW_EVENTS = `${storeEvents('workflow', 'done')},${EXPANSION_JOB}
+     SELECT array_agg(id::text) AS ids FROM events`;
+
+/**
+ * The same, plus the code runs the events start and their first execution jobs (`$4` their kind):
+ * a run is inserted only with its event (a duplicate's runs are not), its input is the event's
+ * ctx and its tenant the event's, as a run started in a transaction of its own would have.
+ */
+const STORE_WORKFLOW_EVENTS_WITH_RUNS = `${storeEvents('workflow', 'done', ', runs json')},${EXPANSION_JOB},
+     new_runs AS (
+       SELECT r.*, i.ctx, i.id AS event_id, i."tenantId"
+       FROM input i JOIN events e ON e.id = i.id
+         CROSS JOIN json_to_recordset(i.runs) AS r(id text, "jobKey" text, workflow text, "maxAttempts" int)),
+     started AS (
+       INSERT INTO herald_runs (id, kind, workflow, input, event_id, tenant_id, max_attempts)
+       SELECT id, 'code', workflow, ctx, event_id, "tenantId", "maxAttempts" FROM new_runs
+       RETURNING 1),
+     run_jobs AS (
+       INSERT INTO herald_jobs (kind, payload, key, max_attempts)
+       SELECT $4, jsonb_build_object('runId', id), "jobKey", "maxAttempts" FROM new_runs
+       RETURNING 1)
+     SELECT array_agg(id::text) AS ids FROM events`;
 
 /**
  * The group-commit writer's statement: many events, their idempotency keys (claimed 'done' with
- * the response, since the response is known up front) and one expansion job for all of them, with
- * at most one wake-up, in one statement and so one transaction. Returns the ids of the events that
- * were stored (see storeEvents for those that are not).
+ * the response, since the response is known up front), one expansion job for all of them and the
+ * runs of the workflows they start (each with its first execution job), in one statement and so
+ * one transaction. Returns the ids of the events that were stored (see storeEvents for those that
+ * are not).
  */
 export async function insertWorkflowEvents(
   db: Queryable,
   events: IncomingWorkflowEvent[],
-  opts: { jobKind: string; ttlHours: number },
+  opts: { jobKind: string; runJobKind: string; ttlHours: number },
 ): Promise<Set<string>> {
+  // Most batches start no run: they keep the shorter statement.
+  const withRuns = events.some((e) => e.runs?.length);
   const { rows } = await db.query<{ ids: string[] | null }>(
-    `${STORE_WORKFLOW_EVENTS},
-     job AS (
-       INSERT INTO herald_jobs (kind, payload)
-       SELECT $3, jsonb_build_object('eventIds', jsonb_agg(id)) FROM events HAVING count(*) > 0
-       RETURNING 1)
-     SELECT array_agg(id::text) AS ids FROM events`,
-    [JSON.stringify(events), opts.ttlHours, opts.jobKind],
+    withRuns ? STORE_WORKFLOW_EVENTS_WITH_RUNS : STORE_WORKFLOW_EVENTS,
+    withRuns
+      ? [JSON.stringify(events), opts.ttlHours, opts.jobKind, opts.runJobKind]
+      : [JSON.stringify(events), opts.ttlHours, opts.jobKind],
     { prepare: true },
   );
   return new Set(rows[0]?.ids ?? []);

@@ -15,23 +15,6 @@ export const keyTakeover = (ttlHoursParam: string) =>
   `k.created_at < now() - make_interval(hours => ${ttlHoursParam}::int)
    OR (k.state = 'pending' AND k.created_at < now() - interval '60 seconds')`;
 
-/**
- * Claims a key for this request ('pending'), in the transaction that will store its answer
- * (completeKey), so no other request sees it pending: a concurrent claim of the same key waits
- * for that transaction. Also takes over keys that expired, or pending ones a dead request left
- * (written by herald versions that claimed keys in a transaction of their own).
- */
-export async function reserveKey(db: Queryable, key: string, bodySha256: string, ttlHours: number): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `INSERT INTO herald_idempotency_keys AS k (key, body_sha256, state) VALUES ($1, $2, 'pending')
-     ON CONFLICT (key) DO UPDATE SET body_sha256 = EXCLUDED.body_sha256, state = 'pending',
-       status = NULL, response = NULL, created_at = now()
-     WHERE ${keyTakeover('$3')}`,
-    [key, bodySha256, ttlHours],
-  );
-  return rowCount === 1;
-}
-
 export async function readKey(db: Queryable, key: string): Promise<IdempotencyRow | undefined> {
   return (
     await db.query<IdempotencyRow>(
@@ -41,12 +24,10 @@ export async function readKey(db: Queryable, key: string): Promise<IdempotencyRo
   ).rows[0];
 }
 
-/** Stores the response; runs in the transaction that commits the event, so both land or neither. */
-export async function completeKey(db: Queryable, key: string, status: number, response: unknown): Promise<void> {
-  await completeKeys(db, [{ key, status, response }]);
-}
-
-/** completeKey for many keys in one statement (a direct-mode flush answers all its keyed requests). */
+/**
+ * Stores the responses of keys claimed 'pending' (a direct-mode flush answers all its keyed
+ * requests in one statement), in the transaction that claimed them, so both land or neither.
+ */
 export async function completeKeys(db: Queryable, done: { key: string; status: number; response: unknown }[]): Promise<void> {
   if (done.length === 0) return;
   await db.query(
