@@ -9,9 +9,8 @@ import type { Db, Queryable } from '../storage/db.ts';
 import {
   completeDueSleep,
   finishRun,
-  getRun,
+  getRunAndSteps,
   getRunLocked,
-  getSteps,
   insertSleep,
   insertWaiter,
   lockRunEvent,
@@ -64,12 +63,12 @@ export function workflowRunHandler(deps: ExecutorDeps): JobHandler {
 }
 
 async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): Promise<void> {
-  const run = await getRun(deps.db, runId);
+  const { run, steps } = await getRunAndSteps(deps.db, runId);
   if (!run || run.state !== 'running') return; // cancelled or finished meanwhile: nothing to do
   const wf = deps.rules.workflows.byName.get(run.workflow);
   if (!wf) throw new NonRetriableError(`workflow "${run.workflow}" is not in the config any more`);
 
-  const recorded = new Map<string, StepRow>((await getSteps(deps.db, runId)).map((s) => [s.step_id, s]));
+  const recorded = new Map<string, StepRow>(steps.map((s) => [s.step_id, s]));
   const called = new Set<string>();
   let suspended = false;
   const runUrl = `${deps.baseUrl}/api/workflows/runs/${runId}`;

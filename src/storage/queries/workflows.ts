@@ -57,8 +57,22 @@ export async function insertRun(tx: Queryable, run: NewRun): Promise<{ id: strin
   return rows[0]!;
 }
 
+const GET_RUN = `SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1`;
+
 export async function getRun(db: Queryable, id: string): Promise<RunRow | undefined> {
-  return (await db.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM herald_runs WHERE id = $1`, [id], { prepare: true })).rows[0];
+  return (await db.query<RunRow>(GET_RUN, [id], { prepare: true })).rows[0];
+}
+
+/**
+ * A run and its recorded steps in one round trip and one snapshot (what every execution of a code
+ * run reads first, to replay it).
+ */
+export async function getRunAndSteps(db: Queryable, id: string): Promise<{ run: RunRow | undefined; steps: StepRow[] }> {
+  const [run, steps] = await db.runTogether([
+    { text: GET_RUN, values: [id], prepare: true },
+    { text: GET_STEPS, values: [id], prepare: true },
+  ]);
+  return { run: run!.rows[0] as RunRow | undefined, steps: (steps!.rows as unknown as StepRow[]).map(normalizeBytes) };
 }
 
 /**
@@ -201,12 +215,10 @@ export interface StepRow {
 const STEP_COLUMNS = `step_id, type, state, output, output IS NULL AS output_missing, output_bytes, content_type,
   wake_at, coalesce(wake_at <= now(), false) AS due, attempts, error, started_at, finished_at`;
 
+const GET_STEPS = `SELECT ${STEP_COLUMNS} FROM herald_steps WHERE run_id = $1 ORDER BY seq`;
+
 export async function getSteps(db: Queryable, runId: string): Promise<StepRow[]> {
-  const { rows } = await db.query<StepRow>(
-    `SELECT ${STEP_COLUMNS} FROM herald_steps WHERE run_id = $1 ORDER BY seq`,
-    [runId],
-    { prepare: true },
-  );
+  const { rows } = await db.query<StepRow>(GET_STEPS, [runId], { prepare: true });
   return rows.map(normalizeBytes);
 }
 
