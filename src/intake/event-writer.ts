@@ -10,8 +10,8 @@ export type EventWriter = GroupCommit<IncomingWorkflowEvent, boolean>;
 
 /**
  * Workflow mode's hot path: concurrent emits are group-committed, many events (with their keys,
- * one expansion job, and the runs of the workflows they start) per statement. Two writers on a Postgres server keep both of its cores busy;
- * PGlite has a single connection, so one.
+ * one expansion job, and the runs of the workflows they start) per statement. Two writers on a
+ * Postgres server keep both of its cores busy; PGlite has a single connection, so one.
  */
 export function createEventWriter(db: Db, opts: { ttlHours: number; maxBatch: number }): EventWriter {
   return createGroupCommit<IncomingWorkflowEvent, boolean>({
