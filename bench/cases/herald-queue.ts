@@ -10,7 +10,9 @@ import type { Worker } from '../../src/jobs/worker.ts';
 /**
  * herald's emit as a queue: engine.emit() in process (workflow mode: the event and its expansion
  * job commit together), herald's own worker expanding each event into its in-app row. The handler
- * start is the expansion job's start; "row" is when that job committed the notification.
+ * start is the expansion job's start; "row" is when that job committed the notification. With
+ * `startsRuns` the emitted type (`bench.start`) starts a code run instead, and the handler start
+ * is that run's first execution (tracked by the run id the emit's answer names).
  */
 export async function heraldSubject(
   url: string,
