@@ -6,7 +6,8 @@ import { createWorkflowHerald, type WorkflowHerald } from '../helpers/workflow.t
 
 /**
  * Idempotency of emits whose type starts workflows: the event, its runs and its key's answer
- * commit in one transaction, which also claims the key (intake/emit.ts, emitWithRuns).
+ * commit in one statement of the event writer's group commit, which also claims the key
+ * (intake/emit.ts, emitGrouped; storage/queries/events.ts).
  */
 const config = defineConfig({
   events: {
