@@ -1,6 +1,6 @@
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { dropRunWork, RUN_JOB } from './workflows.ts';
+import { dropRunWork, RUN_JOB, stillRunning } from './workflows.ts';
 
 /**
  * HTTP workflows (the QStash protocol of @upstash/workflow): a run's history is the ordered list
@@ -77,7 +77,7 @@ export async function insertHttpRun(
  */
 export async function adoptSdkTrigger(tx: Queryable, runId: string, sdkConfig: HttpRunConfig): Promise<{ messageId: string; url: string } | undefined> {
   const { rows } = await tx.query<{ config: HttpRunConfig; max_attempts: number; workflow: string }>(
-    `SELECT config, max_attempts, workflow FROM herald_runs WHERE id = $1 AND kind = 'http' AND state = 'running' FOR UPDATE`,
+    `SELECT config, max_attempts, workflow FROM herald_runs WHERE id = $1 AND kind = 'http' AND ${stillRunning()} FOR UPDATE`,
     [runId],
   );
   const run = rows[0];
@@ -153,7 +153,7 @@ export async function endHttpRun(
   const { rows } = await tx.query<{ updated: boolean }>(
     `WITH u AS (
        UPDATE herald_runs SET state = $2, result = $3::jsonb, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND state = 'running' RETURNING id)
+       WHERE id = $1 AND ${stillRunning()} RETURNING id)
      SELECT EXISTS (SELECT 1 FROM u) AS updated FROM herald_runs WHERE id = $1`,
     [runId, outcome.state, outcome.state === 'completed' ? JSON.stringify(outcome.result ?? null) : null],
   );

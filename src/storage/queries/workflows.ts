@@ -8,6 +8,16 @@ export const runJobKey = (runId: string) => `run:${runId}`;
 
 export type RunState = 'running' | 'completed' | 'failed' | 'cancelled';
 
+/**
+ * "The run is still running", in a form no index matches, for statements that find a run by its
+ * id. Written `state = 'running'`, it also matches herald_runs_state_idx (state, created_at), and
+ * when the statistics saw few running runs (a quiet system analyzed with every run ended, or a
+ * young one) the planner ties that index with the primary key and may take it: it then walks every
+ * running run to find one. A burst of 3,000 running runs made each finish read ~830 index entries
+ * (4 ms instead of 0.1). The id lookup is always the plan wanted.
+ */
+export const stillRunning = (alias = '') => `${alias ? `${alias}.` : ''}state || '' = 'running'`;
+
 export interface RunRow {
   id: string;
   kind: 'code' | 'http';
@@ -113,7 +123,7 @@ export async function finishRun(
   const { rows } = await tx.query<{ invoked: boolean }>(
     `WITH ended AS (
        UPDATE herald_runs SET state = $3, result = $4::jsonb, error = $5, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND state = 'running'
+       WHERE id = $1 AND ${stillRunning()}
        RETURNING kind, kind = 'http' AND config ? 'invoker' AS invoked),
      ${dropRunWorkCtes('EXISTS (SELECT 1 FROM ended)', "EXISTS (SELECT 1 FROM ended WHERE kind = 'http')")}
      SELECT invoked FROM ended`,
@@ -137,7 +147,7 @@ export async function cancelRun(tx: Queryable, id: string): Promise<CancelOutcom
   const { rows } = await tx.query<{ state: RunState; updated: boolean }>(
     `WITH u AS (
        UPDATE herald_runs SET state = 'cancelled', finished_at = now(), updated_at = now()
-       WHERE id = $1 AND state = 'running' RETURNING id)
+       WHERE id = $1 AND ${stillRunning()} RETURNING id)
      SELECT r.state, EXISTS (SELECT 1 FROM u) AS updated FROM herald_runs r WHERE r.id = $1`,
     [id],
   );
@@ -448,7 +458,7 @@ export async function resumeWaiters(
               CASE r.kind WHEN 'http' THEN 'deliver:' || r.id || ':' || w.step_id ELSE 'run:' || r.id END,
               r.max_attempts
        FROM w JOIN herald_runs r ON r.id = w.run_id
-       WHERE r.state = 'running'
+       WHERE ${stillRunning('r')}
        ON CONFLICT (key) WHERE state = 'queued' DO UPDATE SET run_at = least(herald_jobs.run_at, now())
        RETURNING id)
      SELECT w.run_id, w.step_id, w.event_id, w.url, w.headers, extract(epoch FROM w.deadline_at)::bigint AS deadline,
