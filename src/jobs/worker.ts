@@ -2,14 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { coerceError, LeaseLostError, NonRetriableError, RetryAfterError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Db, Queryable } from '../storage/db.ts';
+import { leadWith } from '../storage/leading-statement.ts';
 import {
   claimJobs,
   claimJobsById,
   completeJob,
+  completeJobStatement,
   deferJob,
   extendLeases,
   failJob,
-  holdsLease,
+  holdsLeaseStatement,
   takeJobs,
   newestJobId,
   BATCH_JOBS_CHANNEL,
@@ -111,14 +113,27 @@ export function createWorker(opts: WorkerOptions): Worker {
     const ctx: JobContext = {
       job,
       commit: (fn, o) =>
-        opts.db.transaction(async (tx) => {
-          // Completing up front both checks the lease and locks the job (one statement, not two);
-          // if fn throws, the rollback brings the job back.
+        opts.db.transaction(async (raw) => {
+          // The lease check travels with fn's first statement and runs before it. Completing up
+          // front both checks the lease and locks the job (one statement, not two); otherwise the
+          // job row is locked. If the lease turns out lost, fn's writes roll back with the
+          // transaction; if fn throws, the rollback brings the job back.
           const upfront = o?.complete === true;
-          if (!(await (upfront ? completeJob(tx, job, id) : holdsLease(tx, job, id)))) {
-            throw new LeaseLostError(`lease on job ${job.id} was lost`);
+          const { tx, lead } = leadWith(raw, upfront ? completeJobStatement(job, id) : holdsLeaseStatement(job, id));
+          const leaseHeld = async () => {
+            const r = await lead();
+            return upfront ? r.rowCount === 1 : r.rows.length === 1;
+          };
+          const lost = () => new LeaseLostError(`lease on job ${job.id} was lost`);
+          let result;
+          try {
+            result = await fn(tx);
+          } catch (err) {
+            // A failure of work that was no longer this worker's is reported as that.
+            if (!(await leaseHeld().catch(() => true))) throw lost();
+            throw err;
           }
-          const result = await fn(tx);
+          if (!(await leaseHeld())) throw lost();
           if (upfront) completed = true;
           else if (typeof o?.complete === 'function' && o.complete(result)) {
             await completeJob(tx, job, id);

@@ -206,20 +206,27 @@ export const BATCH_TRANSACTION_SETTINGS: Statement = { text: 'SET LOCAL enable_s
 
 const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;
 
-/** Locks the job row if this worker still holds this attempt's lease; false if it lost it. */
-export async function holdsLease(tx: Queryable, job: ClaimedJob, workerId: string): Promise<boolean> {
-  const { rows } = await tx.query(`SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`, [job.id, workerId, job.attempts], {
-    prepare: true,
-  });
-  return rows.length === 1;
-}
+/**
+ * Locks the job row if this worker still holds this attempt's lease: one row if it does, none if
+ * it lost it. (A statement, for a transaction to send with its first one: see leadWith.)
+ */
+export const holdsLeaseStatement = (job: ClaimedJob, workerId: string): Statement => ({
+  text: `SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`,
+  values: [job.id, workerId, job.attempts],
+  prepare: true,
+});
+
+/** Deletes a finished job, only if this worker still holds its lease: rowCount 1 if it did, 0 if not. */
+export const completeJobStatement = (job: ClaimedJob, workerId: string): Statement => ({
+  text: `DELETE FROM herald_jobs WHERE ${FENCE}`,
+  values: [job.id, workerId, job.attempts],
+  prepare: true,
+});
 
 /** Deletes a finished job, only if this worker still holds its lease. Returns false if it lost it. */
 export async function completeJob(db: Queryable, job: ClaimedJob, workerId: string): Promise<boolean> {
-  const { rowCount } = await db.query(`DELETE FROM herald_jobs WHERE ${FENCE}`, [job.id, workerId, job.attempts], {
-    prepare: true,
-  });
-  return rowCount === 1;
+  const { text, values, prepare } = completeJobStatement(job, workerId);
+  return (await db.query(text, values, { prepare })).rowCount === 1;
 }
 
 /**
