@@ -1,11 +1,12 @@
 /**
  * Where herald's time goes per emit. Run
- *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial]
+ *   node --import tsx bench/profile.ts [--events 3000] [--pg=server|private] [--http | --serial | --runs]
  *                                      [--no-wakeups | --deaf] [--poll-ms 50]
  * It runs the stream case once — 16 in-process engine.emit callers, or with --http 64 keep-alive
  * clients of a server in this same process (signed, workflow mode), or with --serial one emit at a
- * time, each waiting for its handler to start (unloaded latency) — with the worker running, and
- * prints
+ * time, each waiting for its handler to start (unloaded latency), or with --runs 16 callers
+ * emitting a type that starts a code run (done when the run's execution job completes) — with the
+ * worker running, and prints
  *   1. every SQL statement herald sent, per event: count, client-observed time, transactions, round
  *      trips (statements sent together count once);
  *   2. a V8 CPU profile of the herald process, self time by package/module and by function;
@@ -26,7 +27,7 @@ import { closedLoop } from './lib/drive.ts';
 import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';
 import { signXSignature } from '../src/intake/signing.ts';
-import { openHerald, pingBody, SIGNING_SECRET, trackedWorker } from './lib/herald.ts';
+import { openHerald, pingBody, SIGNING_SECRET, startBody, trackedWorker } from './lib/herald.ts';
 import { withoutWakeups } from './cases/herald-queue.ts';
 import { httpLoad, type PreparedRequest } from './lib/http-load.ts';
 import { startBenchPostgres } from './lib/postgres.ts';
@@ -113,6 +114,7 @@ async function main() {
   const mode = (argv.find((a) => a.startsWith('--pg='))?.slice(5) ?? 'auto') as 'auto';
   const overHttp = argv.includes('--http');
   const serial = argv.includes('--serial');
+  const runs = argv.includes('--runs');
   const pgx = await startBenchPostgres({ mode });
   const name = `herald_bench_profile_${process.pid}`;
   const abort = () => void pgx.dropDatabase(name).catch(() => {}).then(() => pgx.cleanup()).then(() => process.exit(130));
@@ -135,7 +137,12 @@ async function main() {
     await observer.connect();
     const handled = new Set<string>();
     let onHandled: ((id: string) => void) | undefined;
-    const worker = trackedWorker(h.engine, (id) => (handled.add(id), onHandled?.(id)));
+    // With --runs an emit is done when its run's execution completes (the run's id is its payload's).
+    const worker = runs
+      ? trackedWorker(h.engine, () => {}, (job, outcome) => {
+          if (job.kind === 'workflow.run' && outcome === 'completed') handled.add(String(job.payload.runId));
+        })
+      : trackedWorker(h.engine, (id) => (handled.add(id), onHandled?.(id)));
     await worker.start();
     const secret = Buffer.from(SIGNING_SECRET);
     const signed = (from: number, n: number): PreparedRequest[] =>
@@ -161,7 +168,7 @@ async function main() {
         ? await httpLoad(port, signed(from, n), 64, 60_000)
         : serial
           ? await closedLoop(1, n, 60_000, (i) => emitAndWait(from + i))
-          : await closedLoop(16, n, 60_000, async (i) => void (await h.engine.emit(pingBody(from + i))));
+          : await closedLoop(16, n, 60_000, async (i) => void (await h.engine.emit((runs ? startBody : pingBody)(from + i))));
     // warm-up, then reset the counters
     await drive(1_000_000, 300);
     while (handled.size < 300) await sleep(20);
