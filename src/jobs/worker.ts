@@ -18,6 +18,7 @@ import {
   BATCH_TRANSACTION_SETTINGS,
   JOBS_CHANNEL,
   type ClaimedJob,
+  type JobFence,
 } from '../storage/queries/jobs.ts';
 import { backoffMs } from './backoff.ts';
 import { createMaintenance, type MaintenanceTask } from './maintenance.ts';
@@ -31,6 +32,13 @@ export interface JobContext {
    * completed in that transaction.
    */
   commit<T>(fn: (tx: Queryable) => Promise<T>, opts?: { complete?: boolean | ((result: T) => boolean) }): Promise<T>;
+  /**
+   * Completes the job with one statement of the handler's, run as its own transaction (no BEGIN
+   * or COMMIT round trip): `write` gets the job's fence, deletes the job row only while it holds
+   * (storage/queries/jobs.ts: fencedJob) with every other write guarded on that deletion, and
+   * says whether it held. If it did not, the lease was lost and nothing may have been written.
+   */
+  completeWith<T>(write: (db: Queryable, fence: JobFence) => Promise<{ held: boolean } & T>): Promise<T>;
   /** Returns the job to the queue for `delayMs` without counting this attempt (it did not run). */
   defer(delayMs: number): Promise<void>;
 }
@@ -141,6 +149,12 @@ export function createWorker(opts: WorkerOptions): Worker {
           }
           return result;
         }),
+      async completeWith(write) {
+        const out = await write(opts.db, { jobId: job.id, workerId: id, attempts: job.attempts });
+        if (!out.held) throw new LeaseLostError(`lease on job ${job.id} was lost`);
+        completed = true;
+        return out;
+      },
       async defer(delayMs) {
         if (!(await deferJob(opts.db, job, id, delayMs))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
         completed = true;

@@ -8,6 +8,7 @@ import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import {
   completeDueSleep,
+  finishCodeRun,
   finishRun,
   getRunAndSteps,
   getRunLocked,
@@ -242,7 +243,8 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     });
     if (suspended) return;
     const json = toJson(result, 'the workflow result');
-    await job.commit((tx) => finishRun(tx, runId, { state: 'completed', result: json }), { complete: true });
+    // The job's completion and the run's end in one statement and transaction.
+    await job.completeWith((db, fence) => finishCodeRun(db, fence, runId, { state: 'completed', result: json }));
     deps.metrics.runsFinished.inc({ state: 'completed' });
   } catch (raw) {
     if (suspended || raw instanceof Suspended) return;

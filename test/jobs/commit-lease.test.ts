@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createWorker, type JobContext } from '../../src/jobs/worker.ts';
 import { silentLogger } from '../../src/log.ts';
-import { enqueueJob, type ClaimedJob } from '../../src/storage/queries/jobs.ts';
+import { enqueueJob, fencedJob, fenceValues, type ClaimedJob } from '../../src/storage/queries/jobs.ts';
 import { createTestDb, type TestDb } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 
@@ -93,6 +93,36 @@ describe('a job commit is fenced by its lease', () => {
       assert.deepEqual(await marks(job.id), []);
     });
   }
+
+  // completeWith: the handler's own statement completes the job (a code run's finish).
+  const finishInOne = async (ctx: JobContext): Promise<void> => {
+    await ctx.completeWith(async (db, fence) => {
+      const { rows } = await db.query<{ held: boolean }>(
+        `WITH done AS (DELETE FROM herald_jobs WHERE ${fencedJob(2)} RETURNING 1),
+         mark AS (INSERT INTO commit_marks SELECT $1, 'finished' WHERE EXISTS (SELECT 1 FROM done))
+         SELECT EXISTS (SELECT 1 FROM done) AS held`,
+        [ctx.job.id, ...fenceValues(fence)],
+      );
+      return rows[0]!;
+    });
+  };
+
+  test('a job completed by its own fenced statement settles as completed', async () => {
+    const { outcome, job } = await runJob(finishInOne);
+    assert.equal(outcome, 'completed');
+    assert.deepEqual(await marks(job.id), ['finished']);
+    assert.equal(await jobRow(job.id), undefined);
+  });
+
+  test('a fenced statement that finds the lease lost settles as lease-lost and writes nothing', async () => {
+    const { outcome, job } = await runJob(async (ctx) => {
+      await stealLease(ctx.job);
+      await finishInOne(ctx);
+    });
+    assert.equal(outcome, 'lease-lost');
+    assert.deepEqual(await marks(job.id), []);
+    assert.deepEqual(await jobRow(job.id), { state: 'running' });
+  });
 
   test("the lease check runs before the commit's first statement", async () => {
     const seen: unknown[] = [];

@@ -204,7 +204,18 @@ export async function takeJobs(tx: Queryable, kind: string, limit: number): Prom
  */
 export const BATCH_TRANSACTION_SETTINGS: Statement = { text: 'SET LOCAL enable_seqscan = off', values: [], prepare: true };
 
-const FENCE = `id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running'`;
+/** What proves a worker still holds a job: its lease on this attempt. */
+export interface JobFence {
+  jobId: number;
+  workerId: string;
+  attempts: number;
+}
+
+/** The job row while `fence` holds, its three values at `$n`, `$n+1`, `$n+2` (see fenceValues). */
+export const fencedJob = (n: number) => `id = $${n} AND locked_by = $${n + 1} AND attempts = $${n + 2} AND state = 'running'`;
+export const fenceValues = (f: JobFence) => [f.jobId, f.workerId, f.attempts];
+
+const FENCE = fencedJob(1);
 
 /**
  * Locks the job row if this worker still holds this attempt's lease: one row if it does, none if

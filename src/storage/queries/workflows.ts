@@ -1,6 +1,6 @@
 import type { Queryable } from '../db.ts';
 import { reportToInvoker } from './http-workflows.ts';
-import { JOBS_CHANNEL } from './jobs.ts';
+import { fencedJob, fenceValues, JOBS_CHANNEL, type JobFence } from './jobs.ts';
 
 /** Job kinds that execute a run, by run kind (http runs are delivered over the QStash protocol). */
 export const RUN_JOB = { code: 'workflow.run', http: 'workflow.deliver' } as const;
@@ -138,6 +138,33 @@ export async function finishRun(
   );
   if (rows[0]?.invoked) await reportToInvoker(tx, id);
   return rows.length === 1;
+}
+
+/**
+ * Completes a code run's execution job and ends the run, in one statement (one round trip, its
+ * own transaction): the job row is deleted only while `fence` holds, and the run is ended (with
+ * its leftover work) only if it was. `held: false` means the lease was lost and nothing was
+ * written; `ended: false` that the run had already ended (cancelled meanwhile). Only for code
+ * runs: an http run may have an invoker to report to (finishRun).
+ */
+export async function finishCodeRun(
+  db: Queryable,
+  fence: JobFence,
+  id: string,
+  outcome: { state: 'completed'; result: unknown },
+): Promise<{ held: boolean; ended: boolean }> {
+  const { rows } = await db.query<{ held: boolean; ended: boolean }>(
+    `WITH done AS (DELETE FROM herald_jobs WHERE ${fencedJob(5)} RETURNING 1),
+     ended AS (
+       UPDATE herald_runs SET state = $3, result = $4::jsonb, finished_at = now(), updated_at = now()
+       WHERE id = $1 AND kind = 'code' AND ${stillRunning()} AND EXISTS (SELECT 1 FROM done)
+       RETURNING 1),
+     ${dropRunWorkCtes('EXISTS (SELECT 1 FROM ended)', 'false')}
+     SELECT EXISTS (SELECT 1 FROM done) AS held, EXISTS (SELECT 1 FROM ended) AS ended`,
+    [id, runJobKey(id), outcome.state, JSON.stringify(outcome.result ?? null), ...fenceValues(fence)],
+    { prepare: true },
+  );
+  return rows[0]!;
 }
 
 export type CancelOutcome = { outcome: 'cancelled' } | { outcome: 'not-found' } | { outcome: 'ended'; state: RunState };
