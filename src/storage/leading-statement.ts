@@ -1,4 +1,4 @@
-import type { Queryable, QueryResult, Statement } from './db.ts';
+import type { Queryable, QueryOptions, QueryResult, Statement } from './db.ts';
 
 /**
  * A view of the transaction `tx` whose first round trip also carries `lead`, ahead of the first
@@ -24,7 +24,7 @@ export function leadWith(tx: Queryable, lead: Statement): { tx: Queryable; lead(
   };
   return {
     tx: {
-      async query<T>(text: string, values?: unknown[], opts?: { prepare?: boolean }): Promise<QueryResult<T>> {
+      async query<T>(text: string, values?: unknown[], opts?: QueryOptions): Promise<QueryResult<T>> {
         if (sent) return tx.query<T>(text, values, opts);
         const [result] = await together([{ text, values: values ?? [], prepare: opts?.prepare }]);
         return result as QueryResult<T>;

@@ -244,8 +244,9 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     if (suspended) return;
     const json = toJson(result, 'the workflow result');
     // The job's completion and the run's end in one statement and transaction.
-    await job.completeWith((db, fence) => finishCodeRun(db, fence, runId, { state: 'completed', result: json }));
-    deps.metrics.runsFinished.inc({ state: 'completed' });
+    const { ended } = await job.completeWith((db, fence) => finishCodeRun(db, fence, runId, { state: 'completed', result: json }));
+    // Not ended: cancelled while this execution ran; it was counted then.
+    if (ended) deps.metrics.runsFinished.inc({ state: 'completed' });
   } catch (raw) {
     if (suspended || raw instanceof Suspended) return;
     const err = coerceError(raw);
