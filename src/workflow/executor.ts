@@ -1,4 +1,4 @@
-import { coerceError, NonRetriableError, RetryAfterError, ValidationError } from '../errors.ts';
+import { coerceError, LeaseLostError, NonRetriableError, RetryAfterError, ValidationError } from '../errors.ts';
 import { acceptEvent } from '../intake/emit.ts';
 import { uuidv7, isUuid } from '../ids.ts';
 import type { JobContext, JobHandler } from '../jobs/worker.ts';
@@ -253,7 +253,9 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     // A validation problem in the workflow's own calls (bad duration, bad event id) will not fix
     // itself on retry.
     if (err instanceof ValidationError) throw new NonRetriableError(err.message);
-    if (!(err instanceof NonRetriableError) && !(err instanceof RetryAfterError)) {
+    // A lost lease is not this execution's failure: the worker reports it, and whoever holds
+    // the job now carries on.
+    if (!(err instanceof NonRetriableError) && !(err instanceof RetryAfterError) && !(err instanceof LeaseLostError)) {
       deps.log.warn({ runId, workflow: wf.name, err: err.message }, 'workflow execution failed; will retry');
     }
     throw err;
