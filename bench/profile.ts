@@ -23,6 +23,7 @@ import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import type { Db, Queryable } from '../src/storage/db.ts';
+import { RUN_JOB } from '../src/storage/queries/workflows.ts';
 import { closedLoop } from './lib/drive.ts';
 import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';
@@ -127,6 +128,7 @@ async function main() {
     const pollMs = argv.includes('--poll-ms') ? (argv[argv.indexOf('--poll-ms') + 1] ?? '') : '50';
     if (!/^\d+$/.test(pollMs)) throw new Error(`--poll-ms takes a number of milliseconds, got "${pollMs}"`);
     if (argv.includes('--poll-ms') && !noWakeups && !deaf) throw new Error('--poll-ms applies with --no-wakeups or --deaf');
+    if (runs && (overHttp || serial)) throw new Error('--runs is a stream case of its own: not with --http or --serial');
     const env: Record<string, string> = noWakeups || deaf ? { HERALD_JOB_POLL_MS: pollMs } : {};
     const h = await openHerald({
       databaseUrl: url,
@@ -140,7 +142,7 @@ async function main() {
     // With --runs an emit is done when its run's execution completes (the run's id is its payload's).
     const worker = runs
       ? trackedWorker(h.engine, () => {}, (job, outcome) => {
-          if (job.kind === 'workflow.run' && outcome === 'completed') handled.add(String(job.payload.runId));
+          if (job.kind === RUN_JOB.code && outcome === 'completed') handled.add(String(job.payload.runId));
         })
       : trackedWorker(h.engine, (id) => (handled.add(id), onHandled?.(id)));
     await worker.start();

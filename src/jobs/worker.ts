@@ -11,6 +11,7 @@ import {
   deferJob,
   extendLeases,
   failJob,
+  fenceOf,
   holdsLeaseStatement,
   takeJobs,
   newestJobId,
@@ -118,6 +119,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   async function runJob(job: ClaimedJob): Promise<void> {
     const handler = opts.handlers[job.kind];
     let completed = false;
+    const lost = () => new LeaseLostError(`lease on job ${job.id} was lost`);
     const ctx: JobContext = {
       job,
       commit: (fn, o) =>
@@ -132,7 +134,6 @@ export function createWorker(opts: WorkerOptions): Worker {
             const r = await lead();
             return upfront ? r.rowCount === 1 : r.rows.length === 1;
           };
-          const lost = () => new LeaseLostError(`lease on job ${job.id} was lost`);
           let result;
           try {
             result = await fn(tx);
@@ -150,13 +151,13 @@ export function createWorker(opts: WorkerOptions): Worker {
           return result;
         }),
       async completeWith(write) {
-        const out = await write(opts.db, { jobId: job.id, workerId: id, attempts: job.attempts });
-        if (!out.held) throw new LeaseLostError(`lease on job ${job.id} was lost`);
+        const out = await write(opts.db, fenceOf(job, id));
+        if (!out.held) throw lost();
         completed = true;
         return out;
       },
       async defer(delayMs) {
-        if (!(await deferJob(opts.db, job, id, delayMs))) throw new LeaseLostError(`lease on job ${job.id} was lost`);
+        if (!(await deferJob(opts.db, job, id, delayMs))) throw lost();
         completed = true;
       },
     };
@@ -166,9 +167,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         throw new NonRetriableError(`gave up after ${job.max_attempts} attempts (the last ones lost their lease)`);
       }
       await handler.run(job.payload, ctx);
-      if (!completed && !(await opts.db.transaction((tx) => completeJob(tx, job, id)))) {
-        throw new LeaseLostError(`lease on job ${job.id} was lost`);
-      }
+      if (!completed && !(await opts.db.transaction((tx) => completeJob(tx, job, id)))) throw lost();
       opts.onSettled?.(job, 'completed');
     } catch (raw) {
       const err = coerceError(raw);

@@ -214,6 +214,8 @@ export interface JobFence {
 /** The job row while `fence` holds, its three values at `$n`, `$n+1`, `$n+2` (see fenceValues). */
 export const fencedJob = (n: number) => `id = $${n} AND locked_by = $${n + 1} AND attempts = $${n + 2} AND state = 'running'`;
 export const fenceValues = (f: JobFence) => [f.jobId, f.workerId, f.attempts];
+/** The fence of `job`'s current attempt, claimed by `workerId`. */
+export const fenceOf = (job: ClaimedJob, workerId: string): JobFence => ({ jobId: job.id, workerId, attempts: job.attempts });
 
 const FENCE = fencedJob(1);
 
@@ -223,14 +225,14 @@ const FENCE = fencedJob(1);
  */
 export const holdsLeaseStatement = (job: ClaimedJob, workerId: string): Statement => ({
   text: `SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`,
-  values: [job.id, workerId, job.attempts],
+  values: fenceValues(fenceOf(job, workerId)),
   prepare: true,
 });
 
 /** Deletes a finished job, only if this worker still holds its lease: rowCount 1 if it did, 0 if not. */
 export const completeJobStatement = (job: ClaimedJob, workerId: string): Statement => ({
   text: `DELETE FROM herald_jobs WHERE ${FENCE}`,
-  values: [job.id, workerId, job.attempts],
+  values: fenceValues(fenceOf(job, workerId)),
   prepare: true,
 });
 
@@ -257,7 +259,7 @@ export async function failJob(
        last_error = $6, locked_by = NULL, locked_until = NULL
      WHERE ${FENCE}
      RETURNING state`,
-    [job.id, workerId, job.attempts, opts.permanent, opts.delayMs, opts.error.slice(0, 4000)],
+    [...fenceValues(fenceOf(job, workerId)), opts.permanent, opts.delayMs, opts.error.slice(0, 4000)],
   );
   return rows[0]?.state;
 }
@@ -272,7 +274,7 @@ export async function deferJob(db: Queryable, job: ClaimedJob, workerId: string,
       `UPDATE herald_jobs SET state = 'queued', attempts = attempts - 1, locked_by = NULL, locked_until = NULL,
          run_at = now() + make_interval(secs => $4::double precision / 1000)
        WHERE ${FENCE}`,
-      [job.id, workerId, job.attempts, delayMs],
+      [...fenceValues(fenceOf(job, workerId)), delayMs],
     )
   ).rowCount === 1;
 }
