@@ -170,8 +170,10 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
             });
           }
           await insertWaiter(tx, {
+            // No timeoutUrl/timeoutHeaders: a code run continues at the same place whether the
+            // wait is notified or times out (a waiter without them times out to its url), and a
+            // copy of both would double every waiter's row and its part of a notify's answer.
             runId, stepId: id, eventId, url: runUrl, headers, timeoutMs, timeout: timeoutText,
-            timeoutUrl: runUrl, timeoutHeaders: headers,
           });
           return undefined;
         },

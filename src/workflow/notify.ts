@@ -43,7 +43,7 @@ const notifyResult = (w: ResumedWaiter): NotifyResult => ({
   deduplicated: false,
   error: '',
   workflowRunId: w.run_id,
-  workflowCreatedAt: w.run_created_at.getTime(),
+  workflowCreatedAt: w.run_created_ms,
 });
 
 /**

@@ -129,7 +129,12 @@ describe('code-first workflows: steps', () => {
 
     const notified = await h.notify(`/v2/notify/paid-o-1`, JSON.stringify({ amount: 42 }), 'application/json');
     assert.equal(notified.status, 201);
-    assert.equal(((await notified.json()) as unknown[]).length, 1);
+    const results = (await notified.json()) as { workflowRunId: string; workflowCreatedAt: number; messageId: string; waiter: { url: string } }[];
+    assert.equal(results.length, 1);
+    assert.equal(results[0]!.workflowRunId, runId);
+    assert.equal(results[0]!.workflowCreatedAt, (await h.run(runId)).created_at.getTime(), 'the run\'s creation in whole milliseconds');
+    assert.match(results[0]!.messageId, /^msg_[0-9a-f]{32}$/);
+    assert.equal(results[0]!.waiter.url, `${h.engine.baseUrl}/api/workflows/runs/${runId}`);
 
     const done = await h.settled(runId, 'completed');
     assert.deepEqual(done.result, { reserved: { reservation: 'r-o-1' }, paid: { amount: 42 }, timeout: false });
@@ -244,7 +249,9 @@ describe('code-first workflows: steps', () => {
     assert.equal(typeof w!.deadline, 'number');
     const inTenMinutes = Date.now() / 1000 + 600;
     assert.ok(Math.abs((w!.deadline as number) - inTenMinutes) < 60, 'deadline is unix seconds, 600 s ahead');
-    assert.equal(w!.timeoutUrl, w!.url);
+    // A code run continues at url whether notified or timed out: no separate timeout target.
+    assert.equal(w!.timeoutUrl, undefined);
+    assert.equal(w!.timeoutHeaders, undefined);
     await h.notify(`/v2/notify/echo-idle`, 'bye', 'text/plain');
     await h.settled(runId, 'completed');
   });

@@ -401,7 +401,7 @@ export interface ResumedWaiter extends WaiterFields {
   step: unknown;
   message_id: string;
   run_kind: 'code' | 'http';
-  run_created_at: Date;
+  run_created_ms: number;
 }
 
 type WaiterSelection =
@@ -491,7 +491,8 @@ export async function resumeWaiters(
      SELECT w.run_id, w.step_id, w.event_id, w.url, w.headers, extract(epoch FROM w.deadline_at)::bigint AS deadline,
             w.timeout, w.timeout_url, w.timeout_body, w.timeout_headers, w.step,
             CASE r.kind WHEN 'http' THEN w.step_id ELSE w.message_id END AS message_id,
-            r.kind AS run_kind, r.created_at AS run_created_at,
+            -- Milliseconds as a number: what the answer carries, without a Date parsed per waiter.
+            r.kind AS run_kind, floor(extract(epoch FROM r.created_at) * 1000)::float8 AS run_created_ms,
             (SELECT count(*) FROM j) AS queued,
             -- Workers elsewhere are woken in this statement, not in a round trip of its own: an
             -- uncorrelated subquery runs once, and not at all when no run was queued.
