@@ -74,6 +74,72 @@ describe('listing', () => {
     assert.ok(!inbox.items.some((i) => i.id === b), 'archived notifications leave the default list');
   });
 
+  test('a page of exactly `limit` rows has no next page; one row more has one', async () => {
+    const user = randomUUID();
+    const ids = (await seed(user, 3)).reverse();
+    const whole = await json<{ items: Item[]; nextCursor: string | null }>(await get(user, '/api/notifications?limit=3'));
+    assert.deepEqual(whole.items.map((i) => i.id), ids);
+    assert.equal(whole.nextCursor, null);
+    const first = await json<{ items: Item[]; nextCursor: string | null }>(await get(user, '/api/notifications?limit=2'));
+    assert.deepEqual(first.items.map((i) => i.id), ids.slice(0, 2));
+    assert.ok(first.nextCursor);
+    const rest = await json<{ items: Item[]; nextCursor: string | null }>(await get(user, `/api/notifications?limit=2&cursor=${first.nextCursor}`));
+    assert.deepEqual(rest.items.map((i) => i.id), ids.slice(2));
+    assert.equal(rest.nextCursor, null);
+    const none = await json<{ items: Item[]; nextCursor: string | null }>(await get(randomUUID(), '/api/notifications'));
+    assert.deepEqual(none, { ok: true, items: [], nextCursor: null });
+  });
+
+  test('rows created in the same microsecond page by id, none skipped or repeated', async () => {
+    const user = randomUUID();
+    const ids = Array.from({ length: 5 }, () => uuidv7());
+    for (const id of ids) {
+      await h.db.query(`INSERT INTO notifications (id, user_id, title, type, created_at) VALUES ($1, $2, 'same time', 'info', '2026-01-02 03:04:05.678901+00')`, [id, user]);
+    }
+    const seen: string[] = [];
+    let cursor = '';
+    do {
+      const page = await json<{ items: Item[]; nextCursor: string | null }>(await get(user, `/api/notifications?limit=2${cursor ? `&cursor=${cursor}` : ''}`));
+      seen.push(...page.items.map((i) => i.id));
+      cursor = page.nextCursor ?? '';
+    } while (cursor);
+    assert.deepEqual(seen, [...ids].sort().reverse());
+  });
+
+  test('a notification reads the same in the list, alone and after a change', async () => {
+    const user = randomUUID();
+    const id = uuidv7();
+    const data = { order: { id: 'o-1', total: 12.5, items: [1, 2] }, note: 'é 😀 "quoted"\nline', flag: true, none: null };
+    await h.db.query(
+      `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, seen_at, created_at)
+       VALUES ($1, $2, $3, 'Order shipped', 'It is on its way', 'order', '/orders/o-1', $4, '2026-01-02 03:04:06.5+00', '2026-01-02 03:04:05.678901+00')`,
+      [id, user, '00000000-0000-7000-8000-00000000beef', JSON.stringify(data)],
+    );
+    const expected = {
+      id,
+      user_id: user,
+      tenant_id: '00000000-0000-7000-8000-00000000beef',
+      title: 'Order shipped',
+      body: 'It is on its way',
+      type: 'order',
+      action_url: '/orders/o-1',
+      data,
+      read_at: null,
+      seen_at: '2026-01-02T03:04:06.500Z',
+      archived_at: null,
+      created_at: '2026-01-02T03:04:05.678Z', // milliseconds, truncated, as Date#toISOString writes them
+    };
+    const listed = (await json<{ items: Record<string, unknown>[] }>(await get(user, '/api/notifications'))).items[0]!;
+    assert.deepEqual(Object.keys(listed), Object.keys(expected), 'the columns, in this order');
+    assert.deepEqual(listed, expected);
+    const res = await get(user, `/api/notifications/${id}`);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    assert.deepEqual(await json<{ ok: boolean; notification: unknown }>(res), { ok: true, notification: expected });
+    const read = (await json<{ notification: Record<string, unknown> }>(await post(user, `/api/notifications/${id}/read`))).notification;
+    assert.deepEqual({ ...read, read_at: null }, expected);
+    assert.equal(new Date(read.read_at as string).toISOString(), read.read_at, 'read_at as an ISO timestamp');
+  });
+
   test('bad parameters are 400 naming the parameter, never 5xx', async () => {
     const user = randomUUID();
     for (const [q, field] of [['limit=0', 'limit'], ['limit=101', 'limit'], ['limit=abc', 'limit'], ['cursor=nope', 'cursor'], ['unread=maybe', 'unread']]) {
