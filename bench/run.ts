@@ -135,7 +135,9 @@ async function main() {
     markdownTable(summaries),
     '',
     barsReport(summaries),
-    ...(failures.length ? ['', '### Failures', '', ...failures.map((f) => `- ${f.split('\n').slice(0, 3).join(' ')}`)] : []),
+    ...(failures.length
+      ? ['', '### Failures', '', 'The tables and verdicts above use the runs that completed (the runs column counts them).', '', ...failures.map((f) => `- ${f.split('\n').slice(0, 3).join(' ')}`)]
+      : []),
   ].join('\n');
   process.stdout.write(`${out}\n`);
   if (args.json) writeFileSync(args.json, JSON.stringify({ machine, results }, null, 1));

@@ -81,7 +81,10 @@ export const SUBJECTS: Record<string, Subject> = {
           const counter = await countNotifies(ctx.url);
           const r = await streamMode(s, 16, ctx.sizes.queue);
           const notifies = await counter.stop();
-          r.mode = wakeups ? 'on (as shipped), 16 producers' : 'off (no NOTIFY, no in-memory wake-up; 50 ms polling), 16 producers';
+          // Both sides poll every 50 ms (shipped: 1 s), so the difference is the wake-ups alone.
+          r.mode = wakeups
+            ? 'on (NOTIFY and in-memory wake-ups as shipped; 50 ms polling as off), 16 producers'
+            : 'off (no NOTIFY, no in-memory wake-up; 50 ms polling), 16 producers';
           r.extra = { ...r.extra, notifiesPerEvent: notifies / r.events };
           if (!wakeups && s.rewrites() === 0) r.verified = 'could not switch wake-ups off: no pg_notify seen';
           ctx.report(r);

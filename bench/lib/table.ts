@@ -61,7 +61,8 @@ export function summarise(results: ModeResult[]): Summary[] {
       rssMb: max(rs.map((r) => r.usage.peakRssMb)),
       boxPct: median(rs.map((r) => r.usage.boxBusyPct)),
       foreignPct: max(rs.map((r) => foreignPct(r.usage))),
-      verified: bad ? bad.verified : `ok (${rs.reduce((n, r) => n + r.events, 0).toLocaleString('en-US')} checked)`,
+      // A result that checked less than its rows says so in its own "ok (…)".
+      verified: bad ? bad.verified : rs.every((r) => r.verified === 'ok') ? `ok (${rs.reduce((n, r) => n + r.events, 0).toLocaleString('en-US')} checked)` : rs[0]!.verified,
       notes: [...new Set(rs.map((r) => r.note).filter((n): n is string => !!n))],
       extra: Object.fromEntries([...extraKeys].map((k) => [k, median(field(rs, (r) => r.extra?.[k]))])),
     };
