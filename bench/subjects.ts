@@ -39,8 +39,8 @@ async function warmUp(s: QueueSubject, ctx: SubjectContext): Promise<void> {
 }
 
 /** Peers: single-job streaming from 16 producers; herald also at 256 in flight. */
-async function queueModes(s: QueueSubject, ctx: SubjectContext, stream: number[], drainN: number) {
-  const q = { ...ctx.sizes.queue, drainN };
+async function queueModes(s: QueueSubject, ctx: SubjectContext, stream: number[], drainN: number, minPacedSeconds = 0) {
+  const q = { ...ctx.sizes.queue, drainN, paced: ctx.sizes.queue.paced.map((p) => ({ ...p, seconds: Math.max(p.seconds, minPacedSeconds) })) };
   try {
     await warmUp(s, ctx);
     for (const c of stream) ctx.report(await streamMode(s, c, q));
@@ -58,7 +58,9 @@ export const SUBJECTS: Record<string, Subject> = {
   'graphile-default': { run: async (ctx) => queueModes(await graphileSubject(ctx.url, 'default'), ctx, [16], ctx.sizes.queue.drainN) },
   'graphile-batched': { run: async (ctx) => queueModes(await graphileSubject(ctx.url, 'batched'), ctx, [16], ctx.sizes.queue.drainN) },
   pgboss: { run: async (ctx) => queueModes(await pgbossSubject(ctx.url), ctx, [16], ctx.sizes.queue.drainN) },
-  herald: { run: async (ctx) => queueModes(await heraldSubject(ctx.url), ctx, ctx.sizes.queue.stream, ctx.sizes.heraldDrainN) },
+  herald: {
+    run: async (ctx) => queueModes(await heraldSubject(ctx.url), ctx, ctx.sizes.queue.stream, ctx.sizes.heraldDrainN, ctx.sizes.heraldPacedSeconds),
+  },
   // Emits whose type starts a workflow: the handler is the run's first execution.
   'herald-runs': {
     async run(ctx) {

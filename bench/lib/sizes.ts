@@ -6,6 +6,11 @@ export interface Sizes {
   queue: QueueSizes;
   /** herald has no bulk emit: its backlog is built through emit, so it is smaller. */
   heraldDrainN: number;
+  /**
+   * herald's paced modes last at least this long (the peers', which saturate and must drain, stay
+   * short): long enough that a growing backlog would show in the latencies and the achieved rate.
+   */
+  heraldPacedSeconds: number;
   raw: { rowTxN: number; unnestN: number; copyN: number; maxMs: number };
   http: { n: number; maxMs: number; clients: number; pgliteN: number };
   fanout: number[];
@@ -21,7 +26,8 @@ export const FULL: Sizes = {
     streamN: 20_000,
     streamMs: 3_000,
     stream: [16, 256],
-    // 5,000/s is offered for 1 s only: the peers saturate below 1,000/s and their backlog must drain.
+    // 5,000/s is offered for 0.6 s only: the peers saturate below 1,000/s and their backlog must
+    // drain. herald, which keeps up, is offered both rates for heraldPacedSeconds.
     paced: [
       { rate: 1000, seconds: 1.5 },
       { rate: 5000, seconds: 0.6 },
@@ -31,6 +37,7 @@ export const FULL: Sizes = {
     waitMs: 60_000,
   },
   heraldDrainN: 2_000,
+  heraldPacedSeconds: 5,
   raw: { rowTxN: 20_000, unnestN: 100_000, copyN: 100_000, maxMs: 6_000 },
   http: { n: 30_000, maxMs: 6_000, clients: 64, pgliteN: 5_000 },
   fanout: [1000, 10_000],
@@ -54,6 +61,7 @@ export const QUICK: Sizes = {
     waitMs: 20_000,
   },
   heraldDrainN: 500,
+  heraldPacedSeconds: 1,
   raw: { rowTxN: 3_000, unnestN: 20_000, copyN: 20_000, maxMs: 2_000 },
   http: { n: 3_000, maxMs: 1_500, clients: 64, pgliteN: 1_000 },
   fanout: [500],
