@@ -39,7 +39,7 @@ export function summarise(results: ModeResult[]): Summary[] {
   return [...groups.values()].map((rs) => {
     const rates = field(rs, (r) => r.rate);
     const p99s = field(rs, (r) => r.p99);
-    const bad = rs.find((r) => r.verified !== 'ok');
+    const bad = rs.find((r) => !r.verified.startsWith('ok'));
     const extraKeys = new Set(rs.flatMap((r) => Object.keys(r.extra ?? {})));
     return {
       subject: rs[0]!.subject,
@@ -61,8 +61,8 @@ export function summarise(results: ModeResult[]): Summary[] {
       rssMb: max(rs.map((r) => r.usage.peakRssMb)),
       boxPct: median(rs.map((r) => r.usage.boxBusyPct)),
       foreignPct: max(rs.map((r) => foreignPct(r.usage))),
-      // A result that checked less than its rows says so in its own "ok (…)".
-      verified: bad ? bad.verified : rs.every((r) => r.verified === 'ok') ? `ok (${rs.reduce((n, r) => n + r.events, 0).toLocaleString('en-US')} checked)` : rs[0]!.verified,
+      // A result that checked less than all its rows says so in its own "ok (…)", shown as it is.
+      verified: bad?.verified ?? rs.find((r) => r.verified !== 'ok')?.verified ?? `ok (${rs.reduce((n, r) => n + r.events, 0).toLocaleString('en-US')} checked)`,
       notes: [...new Set(rs.map((r) => r.note).filter((n): n is string => !!n))],
       extra: Object.fromEntries([...extraKeys].map((k) => [k, median(field(rs, (r) => r.extra?.[k]))])),
     };

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { barsReport } from '../../bench/lib/bars.ts';
 import { median } from '../../bench/lib/stats.ts';
-import type { Summary } from '../../bench/lib/table.ts';
+import type { ModeResult } from '../../bench/lib/result.ts';
+import { summarise, type Summary } from '../../bench/lib/table.ts';
 
 const summary = (subject: string, mode: string, s: Partial<Summary> = {}): Summary => ({
   subject,
@@ -98,4 +99,13 @@ test('a median of an even number of runs is the mean of the middle two', () => {
   assert.equal(median([4, 1, 3, 2]), 2.5);
   assert.equal(median([5, Number.NaN, 7]), 6, 'runs without the figure are left out');
   assert.ok(Number.isNaN(median([])));
+});
+
+test('a case\'s "verified" reads "ok (N checked)" only when every run checked all its work', () => {
+  const usage = { wallMs: 1000, nodeCpuMs: 100, pgCpuMs: 100, boxBusyPct: 50, peakRssMb: 100 };
+  const run = (verified: string, events = 100): ModeResult => ({ subject: 's', mode: 'm', events, rate: events, usage, verified });
+  assert.equal(summarise([run('ok'), run('ok', 50)])[0]!.verified, 'ok (150 checked)');
+  // A window that checked its answers only says so, not "checked".
+  assert.equal(summarise([run('ok'), run('ok (every answer a 200; rows checked at the end)')])[0]!.verified, 'ok (every answer a 200; rows checked at the end)');
+  assert.equal(summarise([run('ok'), run('3 rows missing')])[0]!.verified, '3 rows missing');
 });
