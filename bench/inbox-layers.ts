@@ -3,7 +3,8 @@
  *   node --import tsx bench/inbox-layers.ts [--requests 4000] [--rounds 2] [--rows 100000] [--layers a,b] [--pg=server|private]
  * The same request — GET /api/notifications?limit=20 with a user's JWT, one at a time (c=1), as the
  * inbox case of the suite sends it — against servers that add one layer at a time, each in its own
- * process, alternated --rounds times on one table of --rows notifications for 1,000 users:
+ * process, alternated --rounds times on one table of --rows notifications for 1,000 users, built as
+ * the suite's inbox case builds it (buildInboxTable):
  *   bare         Node's http answering with the page, precomputed
  *   hono         + Hono and its Node adapter
  *   hono-jwt     + herald's JWT middleware (HS256, claims)
@@ -24,6 +25,7 @@ import pg from 'pg';
 import { mintUserToken } from '../src/cli/demo.ts';
 import { createApp } from '../src/http/app.ts';
 import { jwtUser } from '../src/http/middleware/jwt-user.ts';
+import { buildInboxTable } from './cases/inbox.ts';
 import { JWT_SECRET, openHerald, USERS } from './lib/herald.ts';
 import { startBenchPostgres } from './lib/postgres.ts';
 import { fmt, max, median, min, percentile } from './lib/stats.ts';
@@ -103,18 +105,12 @@ if (process.argv[2] === '--serve') {
   const bp = await startBenchPostgres({ mode: pgMode });
   try {
     const url = await bp.createDatabase(`herald_inbox_layers_${process.pid}`);
-    const h = await openHerald({ databaseUrl: url }); // migrates
-    await h.db.exec(`INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, created_at)
-      SELECT gen_random_uuid(), ('00000000-0000-7000-8000-' || lpad((g % 1000)::text, 12, '0'))::uuid,
-             '00000000-0000-7000-8000-00000000beef', 'Item it-' || g || ' is ready', 'Benchmark event ' || g || ': the item was processed for you.',
-             'info', '/items/it-' || g, jsonb_build_object('seq', g), now() - g * interval '1 second'
-      FROM generate_series(1, ${rows}) g`);
-    await h.db.exec('VACUUM ANALYZE notifications');
-    await h.close();
-    const tokens = await Promise.all(USERS.map((u) => mintUserToken(JWT_SECRET, u)));
-    // Lists the servers' Postgres backends for their CPU; its own is left out.
+    await (await openHerald({ databaseUrl: url })).close(); // migrates
+    // Lists the servers' Postgres backends for their CPU (its own is left out); builds the table first.
     const observer = new pg.Client({ connectionString: url });
     await observer.connect();
+    await buildInboxTable(observer, rows);
+    const tokens = await Promise.all(USERS.map((u) => mintUserToken(JWT_SECRET, u)));
     console.log(`inbox request by layer: ${requests} sequential GETs of the latest 20 per server, ${rows.toLocaleString('en-US')} rows (${bp.kind} Postgres ${bp.version})\n`);
     console.log('| round | server | requests/s | p50 / p99 ms | CPU µs per request: server (user + system) + Postgres |\n|---|---|---|---|---|');
     const results = new Map<Layer, Measured[]>(layers.map((l) => [l, []]));

@@ -23,20 +23,7 @@ export async function runInbox(url: string, rows: number, iterations: number, re
   const observer = new pg.Client({ connectionString: url });
   await observer.connect();
   const t0 = now();
-  await observer.query(
-    `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, read_at, created_at)
-     SELECT (lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0') || '7' || substr(hx, 1, 3) || '8' || substr(hx, 4, 15))::uuid,
-            ('00000000-0000-7000-8000-' || lpad((g % 1000)::text, 12, '0'))::uuid,
-            '00000000-0000-7000-8000-00000000beef', 'Item it-' || g || ' is ready',
-            'Benchmark event ' || g || ': the item was processed for you.', 'info', '/items/it-' || g,
-            jsonb_build_object('seq', g), CASE WHEN (g / 1000) % 10 < 7 THEN ts + interval '1 hour' END, ts
-     FROM generate_series(1, $1::int) g,
-          LATERAL (SELECT now() - interval '30 days' + (g::float8 / $1) * interval '30 days' AS ts, md5(g::text) AS hx) x`,
-    [rows],
-  );
-  await observer.query('VACUUM ANALYZE notifications');
-  // Flush the build's dirty pages now, not while the latencies are measured.
-  await observer.query('CHECKPOINT');
+  await buildInboxTable(observer, rows);
   const buildMs = now() - t0;
   const note = `table of ${rows.toLocaleString('en-US')} rows built in ${(buildMs / 1000).toFixed(1)} s`;
 
@@ -131,4 +118,26 @@ export async function runInbox(url: string, rows: number, iterations: number, re
     await h.close();
     await observer.end();
   }
+}
+
+/**
+ * The inbox table the inbox cases read: `rows` notifications for the 1,000 bench USERS (user
+ * `g % 1000`), time-ordered ids, 30 days of history, ~70 % read, built with generate_series (not
+ * through the API), then vacuumed, analyzed and checkpointed so the build's dirty pages are not
+ * flushed while latencies are measured. Also used by bench/inbox-layers.ts.
+ */
+export async function buildInboxTable(client: pg.Client, rows: number): Promise<void> {
+  await client.query(
+    `INSERT INTO notifications (id, user_id, tenant_id, title, body, type, action_url, data, read_at, created_at)
+     SELECT (lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0') || '7' || substr(hx, 1, 3) || '8' || substr(hx, 4, 15))::uuid,
+            ('00000000-0000-7000-8000-' || lpad((g % 1000)::text, 12, '0'))::uuid,
+            '00000000-0000-7000-8000-00000000beef', 'Item it-' || g || ' is ready',
+            'Benchmark event ' || g || ': the item was processed for you.', 'info', '/items/it-' || g,
+            jsonb_build_object('seq', g), CASE WHEN (g / 1000) % 10 < 7 THEN ts + interval '1 hour' END, ts
+     FROM generate_series(1, $1::int) g,
+          LATERAL (SELECT now() - interval '30 days' + (g::float8 / $1) * interval '30 days' AS ts, md5(g::text) AS hx) x`,
+    [rows],
+  );
+  await client.query('VACUUM ANALYZE notifications');
+  await client.query('CHECKPOINT');
 }
