@@ -73,3 +73,37 @@ export class RetryAfterError extends Error {
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
+
+/**
+ * The database could not be reached, or a connection broke while a statement was in flight (a
+ * stopped or restarted server, a terminated backend, a connect or acquire timeout). An outage,
+ * not a bug: HTTP answers 503 with Retry-After, the worker backs off and resumes by itself.
+ * `outcomeUnknown` is set when the connection was lost after a COMMIT (or a one-round-trip
+ * statement that commits) was sent: the write may or may not have happened, so the caller must
+ * answer 503 and rely on the idempotency key to make the client's retry exact.
+ */
+export class DatabaseUnavailableError extends Error {
+  override name = 'DatabaseUnavailableError';
+  constructor(
+    message: string,
+    readonly outcomeUnknown = false,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * herald is past its capacity and sheds this request instead of queueing it (a bounded queue is
+ * full, or the request waited longer than its bound before its write started): 503 with
+ * Retry-After, nothing written.
+ */
+export class OverloadedError extends Error {
+  override name = 'OverloadedError';
+  constructor(
+    message: string,
+    readonly retryAfterSeconds = 1,
+  ) {
+    super(message);
+  }
+}
