@@ -1,0 +1,297 @@
+/**
+ * What the fault tests of issue 24 share: a real `herald start` process, signed emits at a steady
+ * rate (each with its own Idempotency-Key, carried in the event as `ctx.obra.id` too, so the
+ * stored rows can be counted per key), the client's retries of every request that was not
+ * acknowledged, and the ledger: acknowledged / lost / duplicated, read back from the database.
+ */
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { signXSignature } from '../../src/intake/signing.ts';
+import { startHerald, type Proc } from '../helpers/processes.ts';
+
+export const SIGNING_SECRET = 'fault-test-signing-secret-0123456789';
+const JWT_SECRET = 'fault-test-jwt-secret-0123456789-0123456789';
+
+/**
+ * A client gives up on a request after this long and records it as hung: no answer of herald's,
+ * whatever the fault, may take longer (the issue: "no hang beyond a bound").
+ */
+export const CLIENT_TIMEOUT_MS = 10_000;
+
+export interface Herald {
+  proc: Proc;
+  url: string;
+  /** true while the process runs (it must live through every fault). */
+  alive(): boolean;
+  /** How it ended, with the end of its output: the evidence when it did not live. */
+  death(): string;
+  stop(): Promise<void>;
+}
+
+/** `herald start` against `databaseUrl` (migrating it), as an operator would run it. */
+export async function startHeraldOn(databaseUrl: string, env: Record<string, string> = {}): Promise<Herald> {
+  const proc = startHerald(['start'], {
+    DATABASE_URL: databaseUrl,
+    REQUEST_SIGNING_SECRET: SIGNING_SECRET,
+    REQUEST_SIGNING_DISABLED: '',
+    JWT_SECRET,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    WORKFLOWS_DISABLED: '',
+    WORKFLOWS_ENABLED: '',
+    HERALD_JOB_POLL_MS: '50',
+    HERALD_LOG_LEVEL: 'info',
+    NODE_ENV: 'production',
+    ...env,
+  });
+  let url: string;
+  try {
+    url = (await proc.waitFor(/"url":"(http:[^"]+)","msg":"listening"/, 30_000))[1]!;
+    await proc.waitFor(/"msg":"worker started"/, 30_000);
+  } catch (err) {
+    await proc.kill('SIGKILL');
+    throw err;
+  }
+  const alive = () => proc.child.exitCode === null && proc.child.signalCode === null;
+  return {
+    proc,
+    url,
+    alive,
+    death: () =>
+      alive()
+        ? 'still running'
+        : `herald exited (code ${proc.child.exitCode}, signal ${proc.child.signalCode}); its last output:\n${tail(proc.output(), 40)}`,
+    stop: () => proc.kill('SIGTERM'),
+  };
+}
+
+export const tail = (text: string, lines: number) => text.trimEnd().split('\n').slice(-lines).join('\n');
+
+/** A tenant of three users (the actor and two recipients), written straight into the directory. */
+export async function seedTenant(databaseUrl: string): Promise<{ tenantId: string; actorId: string }> {
+  const tenantId = randomUUID();
+  const ids = [randomUUID(), randomUUID(), randomUUID()];
+  await withClient(databaseUrl, (c) =>
+    c.query(
+      `INSERT INTO herald_users (id, tenant_id, name, locale) SELECT u, $1, 'user', 'es' FROM unnest($2::uuid[]) u`,
+      [tenantId, ids],
+    ),
+  );
+  return { tenantId, actorId: ids[0]! };
+}
+/** Each event reaches the tenant's users except its actor. */
+export const RECIPIENTS_PER_EVENT = 2;
+
+export async function withClient<T>(databaseUrl: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5000 });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** One emit as the client saw it. */
+export interface Attempt {
+  sentAt: number;
+  answeredAt: number;
+  /** The HTTP status, or 'hung' (no answer within CLIENT_TIMEOUT_MS) / 'refused' / 'reset' / another transport failure. */
+  status: number | string;
+  retryAfter: string | null;
+  body: string;
+  eventId?: string;
+}
+export interface EmitRecord {
+  key: string;
+  raw: string;
+  attempts: Attempt[];
+}
+
+/** Sends one signed emit with its key; never throws (a transport failure is an outcome too). */
+export async function sendEmit(url: string, rec: EmitRecord): Promise<Attempt> {
+  const sentAt = Date.now();
+  try {
+    const res = await fetch(`${url}/api/notifications/emit`, {
+      method: 'POST',
+      body: rec.raw,
+      headers: {
+        'content-type': 'application/json',
+        'idempotency-key': rec.key,
+        'x-signature': signXSignature(Buffer.from(SIGNING_SECRET), rec.raw),
+      },
+      signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS),
+    });
+    const body = await res.text();
+    let eventId: string | undefined;
+    if (res.status === 200) eventId = (JSON.parse(body) as { eventId?: string }).eventId;
+    return { sentAt, answeredAt: Date.now(), status: res.status, retryAfter: res.headers.get('retry-after'), body: body.slice(0, 300), eventId };
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string } };
+    const status =
+      e.name === 'TimeoutError' ? 'hung' : e.cause?.code === 'ECONNREFUSED' ? 'refused' : e.cause?.code === 'ECONNRESET' || e.cause?.code === 'UND_ERR_SOCKET' ? 'reset' : `error:${e.cause?.code ?? e.message}`;
+    return { sentAt, answeredAt: Date.now(), status, retryAfter: null, body: '' };
+  }
+}
+
+export interface Load {
+  records: EmitRecord[];
+  /** The first attempt of every request sent so far. */
+  firsts(): Attempt[];
+  /** Stops sending and waits for every request in flight to settle (each is bounded). */
+  stop(): Promise<EmitRecord[]>;
+}
+
+/** Emits at `rate` per second, each request with a unique Idempotency-Key, until stopped. */
+export function startLoad(url: string, tenant: { tenantId: string; actorId: string }, rate: number, label: string): Load {
+  const records: EmitRecord[] = [];
+  const inFlight = new Set<Promise<void>>();
+  const started = Date.now();
+  let stopped = false;
+  const fire = () => {
+    const key = `${label}-${records.length}-${randomUUID().slice(0, 8)}`;
+    const raw = JSON.stringify({
+      type: 'obra.completed',
+      ctx: { tenantId: tenant.tenantId, actorId: tenant.actorId, obra: { id: key, name: 'Escuela N° 42', percentage: 100 } },
+    });
+    const rec: EmitRecord = { key, raw, attempts: [] };
+    records.push(rec);
+    const p = sendEmit(url, rec).then((a) => {
+      rec.attempts.unshift(a);
+      inFlight.delete(p);
+    });
+    inFlight.add(p);
+  };
+  // Paced by the clock, not by answers: a stalled herald keeps receiving requests, as in production.
+  const timer = setInterval(() => {
+    if (stopped) return;
+    const due = Math.floor(((Date.now() - started) * rate) / 1000);
+    while (records.length < due) fire();
+  }, 5);
+  return {
+    records,
+    firsts: () => records.filter((r) => r.attempts.length).map(firstAttempt),
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      while (inFlight.size) await Promise.all([...inFlight]);
+      return records;
+    },
+  };
+}
+
+/**
+ * The client's side of an outage: every request that was not acknowledged is sent again with its
+ * key and body until it is (at most `ms`), honouring no more than a short pause between rounds.
+ * Returns the records still not acknowledged.
+ */
+export async function retryUnacknowledged(url: string, records: EmitRecord[], ms = 10_000): Promise<EmitRecord[]> {
+  const deadline = Date.now() + ms;
+  let pending = records.filter((r) => r.attempts[0]?.status !== 200);
+  while (pending.length && Date.now() < deadline) {
+    // A few at a time: the retries must not become an overload of their own.
+    for (let i = 0; i < pending.length; i += 50) {
+      await Promise.all(pending.slice(i, i + 50).map(async (r) => r.attempts.unshift(await sendEmit(url, r))));
+    }
+    pending = pending.filter((r) => r.attempts[0]!.status !== 200);
+    if (pending.length) await new Promise((r) => setTimeout(r, 200));
+  }
+  return pending;
+}
+
+export interface Ledger {
+  sent: number;
+  /** Requests whose first attempt was answered 200. */
+  acknowledged: number;
+  /** Acknowledged (at first or on a retry) but no stored event: must be 0. */
+  lost: number;
+  /** Keys with more than one stored event: must be 0. */
+  duplicated: number;
+  /** A 200 whose eventId is not the stored event's id (a replay that answers a different event). */
+  mismatched: number;
+  /** Not acknowledged at first, yet stored (the write committed while the answer was a 503: outcome unknown). */
+  storedUnacknowledged: number;
+  rows: Map<string, { n: number; id: string }>;
+}
+
+/** Reads the stored events back and checks them against the answers, key by key. */
+export async function ledger(databaseUrl: string, records: EmitRecord[]): Promise<Ledger> {
+  const rows = new Map<string, { n: number; id: string }>();
+  await withClient(databaseUrl, async (c) => {
+    const res = await c.query<{ key: string; n: number; id: string }>(
+      `SELECT ctx->'obra'->>'id' AS key, count(*)::int AS n, min(id::text) AS id FROM herald_events GROUP BY 1`,
+    );
+    for (const r of res.rows) rows.set(r.key, { n: r.n, id: r.id });
+  });
+  let lost = 0;
+  let mismatched = 0;
+  let storedUnacknowledged = 0;
+  let acknowledged = 0;
+  for (const r of records) {
+    const first = r.attempts[r.attempts.length - 1];
+    if (first?.status === 200) acknowledged++;
+    const row = rows.get(r.key);
+    const oks = r.attempts.filter((a) => a.status === 200);
+    if (oks.length && !row) lost++;
+    if (row && oks.some((a) => a.eventId !== row.id)) mismatched++;
+    if (row && first?.status !== 200) storedUnacknowledged++;
+  }
+  const duplicated = [...rows.values()].filter((r) => r.n > 1).length;
+  return { sent: records.length, acknowledged, lost, duplicated, mismatched, storedUnacknowledged, rows };
+}
+
+/** The first attempt of each record (records keep their attempts newest first). */
+export const firstAttempt = (r: EmitRecord) => r.attempts[r.attempts.length - 1]!;
+
+/** Counts outcomes by status ('503', '500', 'hung', ...). */
+export function tally(attempts: { status: number | string }[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const a of attempts) out[String(a.status)] = (out[String(a.status)] ?? 0) + 1;
+  return out;
+}
+
+/** A few examples of each unexpected outcome, for the failure message. */
+export function examples(attempts: Attempt[], n = 3): string {
+  const byStatus = new Map<string, Attempt[]>();
+  for (const a of attempts) byStatus.set(String(a.status), [...(byStatus.get(String(a.status)) ?? []), a]);
+  return [...byStatus]
+    .map(([s, as]) => `${s} ×${as.length}: ${as.slice(0, n).map((a) => `${a.answeredAt - a.sentAt} ms ${JSON.stringify(a.body.slice(0, 120))}`).join(' | ')}`)
+    .join('\n');
+}
+
+/** Waits until every stored event was expanded into its inbox rows (the worker ran), or `ms` passed. */
+export async function expansion(databaseUrl: string, ms: number): Promise<{ events: number; pending: number; inboxRows: number; missingRows: number }> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const s = await withClient(databaseUrl, async (c) => {
+      const r = await c.query<{ events: number; pending: number; inbox_rows: number; missing: number }>(
+        `SELECT (SELECT count(*)::int FROM herald_events) AS events,
+                (SELECT count(*)::int FROM herald_events WHERE processed_at IS NULL) AS pending,
+                (SELECT count(*)::int FROM notifications) AS inbox_rows,
+                (SELECT count(*)::int FROM herald_events e
+                  WHERE (SELECT count(*) FROM notifications n WHERE n.event_id = e.id) <> $1) AS missing`,
+        [RECIPIENTS_PER_EVENT],
+      );
+      return r.rows[0]!;
+    }).catch(() => undefined);
+    if (s && s.pending === 0 && s.missing === 0) return { events: s.events, pending: 0, inboxRows: s.inbox_rows, missingRows: 0 };
+    if (Date.now() > deadline) {
+      return s
+        ? { events: s.events, pending: s.pending, inboxRows: s.inbox_rows, missingRows: s.missing }
+        : { events: -1, pending: -1, inboxRows: -1, missingRows: -1 };
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Inbox rows of the events that were acknowledged after `since` (the worker resumed, not just caught up before). */
+export async function inboxRowsOfEventsAfter(databaseUrl: string, eventIds: string[]): Promise<number> {
+  if (!eventIds.length) return 0;
+  return withClient(databaseUrl, async (c) => {
+    const r = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM notifications WHERE event_id = ANY($1::uuid[])`, [eventIds]);
+    return r.rows[0]!.n;
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
