@@ -1,5 +1,6 @@
 import type { Settings } from '../config/settings.ts';
-import { ENV, resolveSettings } from '../config/settings.ts';
+import { ENV, resolveSettings, secretBytes } from '../config/settings.ts';
+import { isSeedEmit, signRequest, signXSignature } from '../intake/signing.ts';
 import { readDevSecrets, type DevSecrets } from './dev-secrets.ts';
 
 /** Where a CLI command finds the running herald: --url, then $HERALD_URL, then 127.0.0.1:$PORT. */
@@ -17,6 +18,30 @@ export async function tokenFor(
   const fromEnv = env[envName]?.trim();
   if (fromEnv) return fromEnv;
   return (await readDevSecrets(settings.dataDir))?.[devKey] || undefined;
+}
+
+/**
+ * The secret that signs the CLI's server-to-server requests: the first of REQUEST_SIGNING_SECRET
+ * (rotation lists several; the first is the current one), else `herald dev`'s.
+ */
+export async function signingSecret(env: NodeJS.ProcessEnv, settings: Readonly<Settings>): Promise<Buffer | undefined> {
+  const secret = (await tokenFor(env, settings, ENV.signingSecret, 'signingSecret'))?.split(/\s+/)[0];
+  return secret ? secretBytes(secret) : undefined;
+}
+
+export const missingSigningSecret = (settings: Readonly<Settings>) =>
+  `no signing secret: set ${ENV.signingSecret}, or run from the directory where \`herald dev\` keeps ${settings.dataDir}`;
+
+/**
+ * The x-signature headers of a request as herald verifies it: the seed's emit signs its body alone;
+ * every other route signs `<timestamp>\n<METHOD> <path>\n<body>`, `pathAndQuery` as it goes on the
+ * wire (take it from a URL object, so it is percent-encoded the way fetch sends it).
+ */
+export function signatureHeaders(secret: Buffer, method: string, pathAndQuery: string, body: string): Record<string, string> {
+  const pathname = pathAndQuery.split('?')[0]!;
+  return isSeedEmit(method, pathname)
+    ? { 'x-signature': signXSignature(secret, body) }
+    : signRequest(secret, Math.floor(Date.now() / 1000), method, pathAndQuery, body);
 }
 
 export type Fetched = { ok: true; res: Response; text: string; json: unknown } | { ok: false };

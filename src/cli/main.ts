@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { SettingsError } from '../config/settings.ts';
 import { ConfigError } from '../rules/compile.ts';
 import { TemplateError } from '../rules/templates.ts';
+import { apiCommand, signCommand } from './commands/api.ts';
 import { devCommand } from './commands/dev.ts';
 import { emitCommand } from './commands/emit.ts';
 import { migrateCommand } from './commands/migrate.ts';
@@ -26,6 +27,10 @@ Commands:
       --dry-run            Show what the event would produce, and why, without storing anything.
       --url <url>          herald's address (default $HERALD_URL or http://127.0.0.1:$PORT).
       --idempotency-key <k>
+  api <METHOD> <path> [body]  Send a signed request to the server-to-server API (the users
+                           directory, preferences, the dry run), e.g.
+                           herald api PUT /api/users/<id> '{"tenantId":"…"}'   --url <url>
+  sign <METHOD> <path> [body] Print that request's signature headers (for curl: -H @<(herald sign …)).
   notify <eventId> [data]  Wake the workflows waiting for <eventId> (the notify API; $QSTASH_TOKEN).
       --run <runId>        Only that run; kept for its next wait if it is not waiting yet.
       --file <path>        Send a file's bytes (application/octet-stream) instead of [data].
@@ -76,6 +81,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
           url: values.url,
           idempotencyKey: values['idempotency-key'],
         });
+      }
+      case 'api':
+      case 'sign': {
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { url: { type: 'string' } } });
+        const [method, path, body, ...extra] = positionals;
+        if (!method || !path || extra.length) {
+          console.error(`usage: herald ${command} <METHOD> <path> [body] [--url <url>]`);
+          return 2;
+        }
+        const args = { method, path, body, url: values.url };
+        return await (command === 'api' ? apiCommand(env, args) : signCommand(env, args));
       }
       case 'notify': {
         const { values, positionals } = parseArgs({

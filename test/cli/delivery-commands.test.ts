@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signRequest } from '../../src/intake/signing.ts';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 import { HERALD_BIN, startHerald, type Proc } from '../helpers/processes.ts';
@@ -52,7 +52,8 @@ before(async () => {
   );
   url = (await server.waitFor(/"url":"(http:[^"]+)","msg":"listening"/))[1]!;
   const user = JSON.stringify({ tenantId: TENANT, email: 'carol@example.test', name: 'Carol' });
-  const put = await fetch(`${url}/api/users/${USER}`, { method: 'PUT', body: user, headers: { 'content-type': 'application/json', 'x-signature': signXSignature(Buffer.from(SECRET), user) } });
+  const signed = signRequest(Buffer.from(SECRET), Math.floor(Date.now() / 1000), 'PUT', `/api/users/${USER}`, user);
+  const put = await fetch(`${url}/api/users/${USER}`, { method: 'PUT', body: user, headers: { 'content-type': 'application/json', ...signed } });
   assert.equal(put.status, 201);
   // An endpoint on a metadata address: the outbound guard refuses it, so its delivery is dead.
   const ep = await fetch(`${url}/api/webhook-endpoints`, {

@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config/load-config.ts';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine, type Engine } from '../../src/engine.ts';
 import { createApp, type HeraldApp } from '../../src/http/app.ts';
-import { signStandardWebhooks, signXSignature } from '../../src/intake/signing.ts';
+import { isSeedEmit, signRequest, signStandardWebhooks, signXSignature } from '../../src/intake/signing.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { HeraldConfig } from '../../src/rules/types.ts';
 import { mintUserToken } from '../../src/cli/demo.ts';
@@ -16,7 +16,10 @@ export const JWT_SECRET = 'test-jwt-secret-0123456789-0123456789-abcdef';
 export interface TestHerald extends TestDb {
   engine: Engine;
   app: HeraldApp;
-  /** A signed POST (x-signature by default). */
+  /**
+   * A signed request (POST unless `method` says otherwise), x-signature by default: over the body
+   * for emit, bound to timestamp, method and path for every other route.
+   */
   post(path: string, body: unknown, opts?: SignOptions): Promise<Response>;
   /** A request with a user's bearer token. */
   asUser(userId: string, path: string, init?: RequestInit): Promise<Response>;
@@ -29,7 +32,12 @@ export interface SignOptions {
   secret?: string;
   headers?: Record<string, string>;
   method?: string;
-  /** Standard Webhooks only. */
+  /**
+   * The path (with its query) the request goes to: x-signature then signs the timestamp, method,
+   * path and body, as every route but the seed's emit requires. Without it, the body alone (emit).
+   */
+  path?: string;
+  /** Standard Webhooks, or a bound x-signature. */
   id?: string;
   timestamp?: number;
 }
@@ -41,6 +49,10 @@ export function signedHeaders(raw: string, opts: SignOptions = {}): Record<strin
   if (opts.scheme === 'standard-webhooks') {
     const id = opts.id ?? `msg_${randomUUID().replace(/-/g, '')}`;
     return { ...headers, ...signStandardWebhooks(secret, id, opts.timestamp ?? Math.floor(Date.now() / 1000), raw) };
+  }
+  const method = opts.method ?? 'POST';
+  if (opts.path !== undefined && !isSeedEmit(method, opts.path.split('?')[0]!)) {
+    return { ...headers, ...signRequest(secret, opts.timestamp ?? Math.floor(Date.now() / 1000), method, opts.path, raw) };
   }
   return { ...headers, 'x-signature': signXSignature(secret, raw) };
 }
@@ -66,7 +78,7 @@ export async function createTestHerald(
     app,
     async post(path, body, o = {}) {
       const raw = typeof body === 'string' ? body : JSON.stringify(body);
-      return app.request(path, { method: o.method ?? 'POST', body: raw, headers: signedHeaders(raw, o) });
+      return app.request(path, { method: o.method ?? 'POST', body: raw, headers: signedHeaders(raw, { path, ...o }) });
     },
     async asUser(userId, path, init = {}) {
       const headers = new Headers(init.headers);

@@ -52,3 +52,31 @@ test('refused: parts that are not base64url JSON objects', () => {
   const input = `${Buffer.from('{not json').toString('base64url')}.${b64({ sub: 'u1' })}`;
   assert.throws(() => verifyHs256(`${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`, SECRET), /header is not base64url JSON/);
 });
+
+/**
+ * Issue 24 item 15: one signature has one spelling. Node's base64url decoder ignores trailing bits,
+ * padding and the '+' / '/' alphabet, so without a canonical check each of these verified.
+ */
+test('refused: a non-canonical base64url signature (trailing bits, padding, + or /)', () => {
+  const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  // Tokens whose signature contains '-' and '_', so the '+' and '/' spellings exist.
+  let token = '';
+  for (let i = 0; !(/-/.test(token.split('.')[2] ?? '') && /_/.test(token.split('.')[2] ?? '')); i++) token = forge({ alg: 'HS256' }, { sub: `u${i}` });
+  const [h, p, s] = token.split('.') as [string, string, string];
+  assert.equal(verifyHs256(token, SECRET).sub !== undefined, true, 'the canonical token verifies');
+  assert.equal(s.length, 43);
+  const last = ALPHABET.indexOf(s.at(-1)!);
+  assert.equal(last % 4, 0, 'a canonical 32-byte signature leaves the last character\'s two low bits zero');
+  const variants: Record<string, string> = {
+    'trailing bits set in the last character': s.slice(0, -1) + ALPHABET[last + 1]!,
+    'all trailing bits set': s.slice(0, -1) + ALPHABET[last + 3]!,
+    'one = of padding': `${s}=`,
+    'two = of padding': `${s}==`,
+    "'+' for '-'": s.replace(/-/g, '+'),
+    "'/' for '_'": s.replace(/_/g, '/'),
+  };
+  for (const [name, sig] of Object.entries(variants)) {
+    assert.equal(Buffer.from(sig, 'base64url').equals(Buffer.from(s, 'base64url')), true, `${name}: decodes to the same bytes`);
+    assert.throws(() => verifyHs256(`${h}.${p}.${sig}`, SECRET), /signature/, name);
+  }
+});

@@ -3,7 +3,6 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { obraCompleted, seedTenant } from '../helpers/fixtures.ts';
 import { createTestHerald, signedHeaders, type TestHerald } from '../helpers/herald.ts';
-import { bodylessMessage, signXSignature } from '../../src/intake/signing.ts';
 
 let h: TestHerald;
 before(async () => {
@@ -11,9 +10,8 @@ before(async () => {
 });
 after(async () => h?.close());
 
-/** GET and DELETE carry no body: x-signature signs "METHOD /path" instead. */
-const bodyless = (method: string, path: string) =>
-  h.app.request(path, { method, headers: { 'x-signature': signXSignature(Buffer.from('test-signing-secret-0123456789'), bodylessMessage(method, path)) } });
+/** GET and DELETE carry no body: x-signature signs "<timestamp>\n<METHOD> <path>\n" (an empty body). */
+const bodyless = (method: string, path: string) => h.app.request(path, { method, headers: signedHeaders('', { method, path }) });
 
 describe('recipient directory API', () => {
   test('PUT creates (201) then updates (200); GET reads it back; DELETE removes it', async () => {
@@ -57,8 +55,8 @@ describe('recipient directory API', () => {
     const id = randomUUID();
     const unsigned = await h.app.request(`/api/users/${id}`, { method: 'PUT', body: JSON.stringify({ tenantId: randomUUID() }), headers: signedHeaders('', { scheme: 'none' }) });
     assert.equal(unsigned.status, 401);
-    const sig = signXSignature(Buffer.from('test-signing-secret-0123456789'), bodylessMessage('GET', `/api/users/${id}`));
-    const replayed = await h.app.request(`/api/users/${randomUUID()}`, { method: 'DELETE', headers: { 'x-signature': sig } });
+    const captured = signedHeaders('', { method: 'GET', path: `/api/users/${id}` });
+    const replayed = await h.app.request(`/api/users/${randomUUID()}`, { method: 'DELETE', headers: captured });
     assert.equal(replayed.status, 401);
   });
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { resolveSettings, ENV, secretBytes } from '../../config/settings.ts';
+import { resolveSettings } from '../../config/settings.ts';
 import { signStandardWebhooks } from '../../intake/signing.ts';
-import { printBody, request, serverUrl, tokenFor } from '../client.ts';
+import { missingSigningSecret, printBody, request, serverUrl, signatureHeaders, signingSecret } from '../client.ts';
 
 export interface EmitArgs {
   type: string;
@@ -13,7 +13,9 @@ export interface EmitArgs {
 
 /**
  * `herald emit <type> [ctx-json]`: signs with REQUEST_SIGNING_SECRET (or the dev secret of the data
- * directory) using Standard Webhooks, posts to a running herald and prints its answer.
+ * directory), posts to a running herald and prints its answer. Emit is signed with Standard Webhooks
+ * (its webhook-id makes a retry idempotent); the dry run, like every route but emit, with the
+ * x-signature bound to its timestamp, method and path (Standard Webhooks is refused there).
  */
 export async function emitCommand(env: NodeJS.ProcessEnv, args: EmitArgs): Promise<number> {
   let ctx: unknown = {};
@@ -26,19 +28,23 @@ export async function emitCommand(env: NodeJS.ProcessEnv, args: EmitArgs): Promi
     }
   }
   const settings = resolveSettings(env);
-  // REQUEST_SIGNING_SECRET may list several secrets (rotation): the first one signs.
-  const secret = (await tokenFor(env, settings, ENV.signingSecret, 'signingSecret'))?.split(/\s+/)[0];
+  const secret = await signingSecret(env, settings);
   const base = serverUrl(env, settings, args.url);
   const body = JSON.stringify({ type: args.type, ctx });
+  const path = args.dryRun ? '/api/notifications/dry-run' : '/api/notifications/emit';
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (secret) {
-    Object.assign(headers, signStandardWebhooks(secretBytes(secret), `msg_${randomUUID().replace(/-/g, '')}`, Math.floor(Date.now() / 1000), body));
+    Object.assign(
+      headers,
+      args.dryRun
+        ? signatureHeaders(secret, 'POST', path, body)
+        : signStandardWebhooks(secret, `msg_${randomUUID().replace(/-/g, '')}`, Math.floor(Date.now() / 1000), body),
+    );
   } else if (!settings.signingDisabled) {
-    console.error(`no signing secret: set ${ENV.signingSecret}, or run from the directory where \`herald dev\` keeps ${settings.dataDir}`);
+    console.error(missingSigningSecret(settings));
     return 2;
   }
   if (args.idempotencyKey) headers['idempotency-key'] = args.idempotencyKey;
-  const path = args.dryRun ? '/api/notifications/dry-run' : '/api/notifications/emit';
   const f = await request(base, path, { method: 'POST', headers, body });
   if (!f.ok) return 1;
   printBody(f);

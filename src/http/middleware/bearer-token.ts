@@ -12,6 +12,13 @@ export function tokenMatches(given: string, expected: string): boolean {
 }
 
 /**
+ * The token of an `Authorization: Bearer <token>` header, or undefined. The auth-scheme is
+ * case-insensitive (RFC 7235 §2.1: `bearer` and `BEARER` are Bearer) and one or more spaces follow
+ * it; every bearer-token API (the inbox's JWT, the admin API, /v2) reads its header through this.
+ */
+export const bearerCredentials = (header: string): string | undefined => /^Bearer\s+(\S+)$/i.exec(header.trim())?.[1];
+
+/**
  * A shared-secret bearer token from the settings: `Authorization: Bearer <token>`, or (when
  * `query` names it) a query parameter, as QStash's `?qstash_token=`. A failure is a bare 401;
  * the log says why, never with the token. An unset token closes the API (401 for everyone).
@@ -22,7 +29,7 @@ export function bearerToken(opts: { token: (s: Readonly<Settings>) => string | u
     const requestId = c.get('requestId');
     const expected = opts.token(engine.settings);
     const header = c.req.header('authorization');
-    const given = header !== undefined ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : opts.query ? c.req.query(opts.query) : undefined;
+    const given = header !== undefined ? bearerCredentials(header) : opts.query ? c.req.query(opts.query) : undefined;
     let reason: string | undefined;
     if (!expected) reason = `${opts.env} is not set, so this API is closed`;
     else if (given === undefined || given === '') reason = header !== undefined ? 'malformed Authorization header' : 'no token';

@@ -8,8 +8,15 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * What is checked, as jose's jwtVerify does for HS256: the header names alg HS256 and no `crit`
  * extensions; the signature is the HMAC-SHA256 of `header.payload` (compared in constant time);
  * the payload is a JSON object; `exp` (when present) is in the future, `nbf` (when present) is
- * not, and both, with `iat`, are numbers.
+ * not, and both, with `iat`, are numbers. Beyond jose: the signature must be canonical base64url
+ * (43 characters of the URL-safe alphabet, no padding, the last character's two unused bits zero).
+ * Node's decoder ignores padding, trailing bits and the '+' / '/' alphabet, so without this one
+ * signature had several spellings, and a token that differs from an accepted one (a denylist's
+ * key, a cache key, a log search) still verified.
  */
+/** 32 bytes in unpadded base64url: 42 free characters, then one whose two low bits are unused (zero). */
+const CANONICAL_SHA256_B64URL = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+
 export function verifyHs256(token: string, secret: Buffer, nowSec = Math.floor(Date.now() / 1000)): Record<string, unknown> {
   const parts = token.split('.');
   if (parts.length !== 3) throw new Error('not a compact JWS');
@@ -17,6 +24,7 @@ export function verifyHs256(token: string, secret: Buffer, nowSec = Math.floor(D
   const header = parseObject(h, 'header');
   if (header.alg !== 'HS256') throw new Error(`alg ${JSON.stringify(header.alg)} is not allowed`);
   if (header.crit !== undefined) throw new Error('crit header extensions are not supported');
+  if (!CANONICAL_SHA256_B64URL.test(s)) throw new Error('signature verification failed (not canonical base64url)');
   const given = Buffer.from(s, 'base64url');
   const expected = createHmac('sha256', secret).update(`${h}.${p}`).digest();
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new Error('signature verification failed');

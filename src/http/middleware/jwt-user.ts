@@ -3,6 +3,7 @@ import { HttpError } from '../../errors.ts';
 import { isUuid } from '../../ids.ts';
 import type { UserClaims } from '../../inbox/as-user.ts';
 import type { AppEnv } from '../context.ts';
+import { bearerCredentials } from './bearer-token.ts';
 import { verifyHs256 } from './hs256.ts';
 
 const unauthorized = () => new HttpError(401, 'unauthorized', { 'WWW-Authenticate': 'Bearer' });
@@ -13,15 +14,14 @@ export const jwtUser = createMiddleware<AppEnv>(async (c, next) => {
   const requestId = c.get('requestId');
   const secret = engine.settings.jwtSecret;
   if (!secret) throw new HttpError(503, 'the inbox API is disabled: set JWT_SECRET');
-  const header = c.req.header('authorization') ?? '';
-  const m = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(header.trim());
-  if (!m) {
+  const token = bearerCredentials(c.req.header('authorization') ?? '');
+  if (token === undefined || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) {
     engine.log.info({ requestId }, 'missing or malformed bearer token');
     throw unauthorized();
   }
   let payload: Record<string, unknown>;
   try {
-    payload = verifyHs256(m[1]!, secret);
+    payload = verifyHs256(token, secret);
   } catch (err) {
     engine.log.info({ requestId, reason: (err as Error).message }, 'rejected bearer token');
     throw unauthorized();

@@ -2,12 +2,16 @@ import { createHash } from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
 import { HttpError } from '../../errors.ts';
 import { IDEMPOTENCY_KEY_RE } from '../../intake/emit.ts';
-import { bodylessMessage, verifySignature } from '../../intake/signing.ts';
+import { isSeedEmit, verifyRequestSignature, verifySignature } from '../../intake/signing.ts';
 import type { AppEnv } from '../context.ts';
 
 /**
- * Server-to-server authentication for emit and the directory API. Verifies the raw bytes before
- * anything parses them; a failure is a bare 401 and the reason goes to the log only.
+ * Server-to-server authentication for emit, the dry run and the directory API. Verifies the raw
+ * bytes before anything parses them; a failure is a bare 401 and the reason goes to the log only.
+ *
+ * `POST /api/notifications/emit` keeps seed 004's body-only signature (or Standard Webhooks); every
+ * other route this guards verifies a signature bound to its timestamp, method, path (as sent, with
+ * the query) and body (intake/signing.ts), so this middleware is safe on any new route by default.
  *
  * Also derives the idempotency key: Idempotency-Key header, else the Standard Webhooks
  * webhook-id, else (x-signature carries no timestamp) the body's hash, so a replayed legacy
@@ -32,13 +36,17 @@ export const signed = createMiddleware<AppEnv>(async (c, next) => {
     c.set('idempotencyKey', explicitKey !== undefined ? `key:${explicitKey}` : undefined);
     return next();
   }
-  const hasBody = raw.length > 0 || !['GET', 'DELETE', 'HEAD'].includes(c.req.method);
-  const result = verifySignature({
-    headers: (name) => c.req.header(name),
-    body: hasBody ? raw : bodylessMessage(c.req.method, c.req.path),
+  const common = {
+    headers: (name: string) => c.req.header(name),
+    body: raw,
     secrets: engine.settings.signingSecrets,
     nowSeconds: Math.floor(Date.now() / 1000),
-  });
+  };
+  // Which route this is comes from the routed path (c.req.path, as the router matched it); what a
+  // bound signature covers is the path as sent, query included.
+  const result = isSeedEmit(c.req.method, c.req.path)
+    ? verifySignature(common)
+    : verifyRequestSignature({ ...common, method: c.req.method, path: pathAsSent(c.req.url) });
   if (!result.ok) {
     engine.log.warn({ requestId, path: c.req.path, reason: result.reason }, 'rejected request signature');
     throw new HttpError(401, 'unauthorized');
@@ -54,3 +62,14 @@ export const signed = createMiddleware<AppEnv>(async (c, next) => {
   );
   return next();
 });
+
+/**
+ * The path and query of the request URL, undecoded: what the router matched, as the client sent it
+ * (the server's URL parsing only resolves dot segments and percent-encodes what must be).
+ */
+function pathAsSent(url: string): string {
+  const start = url.indexOf('/', url.indexOf('://') + 3);
+  if (start < 0) return '/';
+  const hash = url.indexOf('#', start);
+  return url.slice(start, hash < 0 ? undefined : hash);
+}
