@@ -23,6 +23,8 @@ Commands:
   start                    Run the HTTP server and a worker (production: secrets required).
   worker                   Run a worker only (scale out: any number against one Postgres).
   migrate                  Apply pending database migrations and exit.
+      --print-bootstrap    Print the SQL a superuser runs once so a non-superuser owner can migrate
+                           (docs/DEPLOYMENT.md); connects to nothing.
   emit <type> [ctx-json]   Sign and send an event to a running herald.
       --dry-run            Show what the event would produce, and why, without storing anything.
       --url <url>          herald's address (default $HERALD_URL or http://127.0.0.1:$PORT).
@@ -61,8 +63,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         return await startCommand(env, { http: true, worker: true });
       case 'worker':
         return await startCommand(env, { http: false, worker: true });
-      case 'migrate':
-        return await migrateCommand(env);
+      case 'migrate': {
+        const { values } = parseArgs({ args: rest, options: { 'print-bootstrap': { type: 'boolean' } } });
+        return await migrateCommand(env, { printBootstrap: values['print-bootstrap'] ?? false });
+      }
       case 'emit': {
         const { values, positionals } = parseArgs({
           args: rest,

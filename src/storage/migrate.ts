@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import type { Db } from './db.ts';
+import type { Db, Queryable } from './db.ts';
 import { migrationQueries } from './queries/migrations.ts';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
@@ -28,29 +28,50 @@ export async function loadMigrations(): Promise<Migration[]> {
  * Applies pending migrations under an advisory lock, each in its own transaction together with its
  * bookkeeping row, so concurrent starts apply every migration exactly once.
  * Returns the names applied by this call.
+ *
+ * When nothing is pending it only reads the bookkeeping: no DDL and no lock. `herald start` migrates
+ * at every start, and in the least-privilege setup (docs/DEPLOYMENT.md) it connects as a role that
+ * owns nothing and may not create a table, not even `IF NOT EXISTS` one that exists.
  */
 export async function migrate(db: Db, onApply?: (name: string) => void): Promise<string[]> {
   const migrations = await loadMigrations();
-  return db.withAdvisoryLock(LOCK_KEY, async (session) => {
-    await session.exec(migrationQueries.createTable);
-    const done = new Set((await session.query<{ id: number }>(migrationQueries.applied)).rows.map((r) => r.id));
-    const latestKnown = migrations.at(-1)?.id ?? 0;
-    const newest = Math.max(0, ...done);
-    if (newest > latestKnown) {
-      throw new Error(
-        `database schema is at migration ${newest}, newer than this herald knows (${latestKnown}); upgrade herald`,
-      );
-    }
-    const applied: string[] = [];
-    for (const m of migrations) {
-      if (done.has(m.id)) continue;
-      await session.transaction(async (tx) => {
-        await tx.query(migrationQueries.record, [m.id, m.name]);
-        await tx.exec(m.sql);
-      });
-      applied.push(m.name);
-      onApply?.(m.name);
-    }
-    return applied;
-  });
+  const latestKnown = migrations.at(-1)?.id ?? 0;
+  const exists = (await db.query<{ exists: boolean }>(migrationQueries.tableExists)).rows[0]?.exists;
+  if (exists) {
+    const done = await appliedIds(db, latestKnown);
+    if (migrations.every((m) => done.has(m.id))) return [];
+  }
+  try {
+    return await db.withAdvisoryLock(LOCK_KEY, async (session) => {
+      await session.exec(migrationQueries.createTable);
+      const done = await appliedIds(session, latestKnown);
+      const applied: string[] = [];
+      for (const m of migrations) {
+        if (done.has(m.id)) continue;
+        await session.transaction(async (tx) => {
+          await tx.query(migrationQueries.record, [m.id, m.name]);
+          await tx.exec(m.sql);
+        });
+        applied.push(m.name);
+        onApply?.(m.name);
+      }
+      return applied;
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code !== '42501') throw err; // insufficient_privilege
+    throw new Error(
+      `${(err as Error).message}: the role herald connected as lacks a privilege that applying migrations needs. ` +
+        `Migrate as the owner role; a superuser runs \`herald migrate --print-bootstrap\` once per cluster (docs/DEPLOYMENT.md)`,
+      { cause: err },
+    );
+  }
+}
+
+async function appliedIds(db: Queryable, latestKnown: number): Promise<Set<number>> {
+  const done = new Set((await db.query<{ id: number }>(migrationQueries.applied)).rows.map((r) => r.id));
+  const newest = Math.max(0, ...done);
+  if (newest > latestKnown) {
+    throw new Error(`database schema is at migration ${newest}, newer than this herald knows (${latestKnown}); upgrade herald`);
+  }
+  return done;
 }

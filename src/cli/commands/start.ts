@@ -1,4 +1,5 @@
 import { resolveSettings } from '../../config/settings.ts';
+import { unconfinedRole } from '../../storage/role-check.ts';
 import { acquireDataDirLock } from '../data-dir-lock.ts';
 import { openRuntime, run } from '../runtime.ts';
 
@@ -13,6 +14,8 @@ export async function startCommand(env: NodeJS.ProcessEnv, parts: { http: boolea
     console.error('WARNING: REQUEST_SIGNING_DISABLED=1 — emits are accepted unsigned. Never do this in production.');
   }
   const rt = await openRuntime(settings);
+  const unconfined = await unconfinedRole(rt.engine.db);
+  if (unconfined) rt.log.warn(unconfined);
   if (parts.http && !settings.jwtSecret) rt.log.warn('JWT_SECRET is not set: the inbox API answers 503');
   await run(rt, parts);
   return new Promise<number>(() => {});

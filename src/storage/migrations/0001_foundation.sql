@@ -6,12 +6,19 @@
 --   herald_user   : an end user's request. SET LOCAL ROLE herald_user + request.jwt.claims per tx.
 --   herald_engine : the engine writing inbox rows. Never used for end-user requests.
 -- Neither can log in; the connecting role switches to them with SET LOCAL ROLE inside a transaction.
+-- A role that exists is left alone without trying CREATE ROLE: Postgres checks CREATEROLE before
+-- it checks existence, so an owner without CREATEROLE (the roles made once by a DBA, see
+-- docs/DEPLOYMENT.md) would otherwise fail here.
 DO $$
 BEGIN
-  BEGIN CREATE ROLE herald_user NOLOGIN NOBYPASSRLS NOSUPERUSER;
-  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
-  BEGIN CREATE ROLE herald_engine NOLOGIN NOBYPASSRLS NOSUPERUSER;
-  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'herald_user') THEN
+    BEGIN CREATE ROLE herald_user NOLOGIN NOBYPASSRLS NOSUPERUSER;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'herald_engine') THEN
+    BEGIN CREATE ROLE herald_engine NOLOGIN NOBYPASSRLS NOSUPERUSER;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  END IF;
   -- The connecting role must be a member to SET ROLE; a superuser needs no grant.
   IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     BEGIN EXECUTE format('GRANT herald_user, herald_engine TO %I', current_user);

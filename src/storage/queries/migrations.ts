@@ -4,6 +4,7 @@ export const migrationQueries = {
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
   )`,
+  tableExists: `SELECT to_regclass('herald_migrations') IS NOT NULL AS exists`,
   applied: `SELECT id FROM herald_migrations ORDER BY id`,
   record: `INSERT INTO herald_migrations (id, name) VALUES ($1, $2)`,
 };
