@@ -14,23 +14,13 @@ import {
 } from '../../storage/queries/inbox.ts';
 import type { AppEnv } from '../context.ts';
 import { jwtUser } from '../middleware/jwt-user.ts';
+import { cursorParam, textParam } from '../params.ts';
 
 const notFound = () => new HttpError(404, 'notification not found');
 
 /** Cursor: the last row's (created_at with microseconds, id), opaque to clients. */
 const encodeCursor = (r: NotificationRow & { cursor_ts?: string }) =>
   Buffer.from(JSON.stringify([r.cursor_ts, r.id])).toString('base64url');
-
-function decodeCursor(raw: string | undefined) {
-  if (!raw) return null;
-  try {
-    const [createdAt, id] = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as unknown[];
-    if (typeof createdAt === 'string' && !Number.isNaN(Date.parse(createdAt)) && isUuid(id)) return { createdAt, id };
-  } catch {
-    /* fall through */
-  }
-  throw new ValidationError('cursor is not valid; pass nextCursor from the previous page', 'cursor');
-}
 
 function limitParam(raw: string | undefined): number {
   if (raw === undefined) return 20;
@@ -61,8 +51,8 @@ export const inboxRoutes = new Hono<AppEnv>()
     const filter = {
       unreadOnly: boolParam(c.req.query('unread'), 'unread'),
       archived: boolParam(c.req.query('archived'), 'archived'),
-      type: c.req.query('type') || null,
-      before: decodeCursor(c.req.query('cursor')),
+      type: textParam(c.req.query('type'), 'type') ?? null,
+      before: cursorParam(c.req.query('cursor'), isUuid) ?? null,
       limit: limit + 1,
     };
     const rows = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => listNotifications(tx, c.get('claims').sub, filter));
@@ -75,7 +65,7 @@ export const inboxRoutes = new Hono<AppEnv>()
     return c.json({ ok: true, ...badge });
   })
   .post('/api/notifications/read-all', jwtUser, async (c) => {
-    const type = c.req.query('type') || null;
+    const type = textParam(c.req.query('type'), 'type') ?? null;
     const updated = await asUserOneStatement(c.get('engine').db, c.get('claims'), (tx) => markAllRead(tx, c.get('claims').sub, type));
     return c.json({ ok: true, updated });
   })

@@ -20,6 +20,7 @@ import {
 import type { AppEnv } from '../context.ts';
 import { jwtUser } from '../middleware/jwt-user.ts';
 import { signed } from '../middleware/signed.ts';
+import { textParam } from '../params.ts';
 
 const HHMM = /^([01]\d|2[0-3]):[0-5]\d$/;
 const preference = z.object({
@@ -90,7 +91,8 @@ const options = (engine: Engine) => ({ channels: PREFERENCE_CHANNELS, scopes: [.
 
 async function removeOne(c: Context<AppEnv>, run: <T>(fn: (tx: Queryable) => Promise<T>) => Promise<T>, userId: string) {
   const channel = c.req.query('channel') ?? '';
-  const scope = c.req.query('scope') ?? '*';
+  const rawScope = c.req.query('scope');
+  const scope = rawScope === undefined ? '*' : (textParam(rawScope, 'scope', 200) ?? '');
   if (!PREFERENCE_CHANNELS.includes(channel as PreferenceChannel)) throw new ValidationError(`channel must be one of ${PREFERENCE_CHANNELS.join(', ')}`, 'channel');
   if (!(await run((tx) => deletePreference(tx, userId, channel, scope)))) throw new HttpError(404, 'no such preference');
   return c.json({ ok: true, deleted: true });

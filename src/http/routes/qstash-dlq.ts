@@ -6,6 +6,7 @@ import { getRun } from '../../storage/queries/workflows.ts';
 import { queueFailureCallback } from '../../workflow/http/failure.ts';
 import { newRunId } from '../../workflow/start.ts';
 import type { AppEnv } from '../context.ts';
+import { cursorParam, intParam, isTextId, textListParam, textParam, unixMsParam } from '../params.ts';
 
 /**
  * The workflow dead-letter list (client.dlq): failed HTTP runs with the endpoint's last answer;
@@ -42,37 +43,20 @@ function present(d: DlqRow) {
 }
 
 function dlqFilter(c: Context<AppEnv>, fallback: number): DlqFilter {
-  const num = (k: string) => {
-    const v = c.req.query(k);
-    if (v === undefined || v === '') return undefined;
-    if (!/^\d+$/.test(v)) throw new ValidationError(`${k} must be a number`, k);
-    return Number(v);
-  };
-  const ids = [...(c.req.queries('dlqIds') ?? []), ...(c.req.queries('dlqId') ?? [])].flatMap((v) => v.split(',')).filter(Boolean);
-  const count = num('count') ?? fallback;
-  if (count < 1 || count > 1000) throw new ValidationError('count must be from 1 to 1000', 'count');
-  let before: DlqFilter['before'];
-  const cursor = c.req.query('cursor');
-  if (cursor) {
-    try {
-      const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
-      if (typeof createdAt !== 'string' || typeof id !== 'string') throw new Error();
-      before = { createdAt, id };
-    } catch {
-      throw new ValidationError('cursor is not valid; pass the cursor of the previous page', 'cursor');
-    }
-  }
   return {
-    ids: ids.length ? ids : undefined,
-    workflowRunId: c.req.query('workflowRunId') || undefined,
-    url: c.req.query('url') || c.req.query('workflowUrl') || undefined,
-    responseStatus: num('responseStatus'),
-    fromMs: num('fromDate'),
-    toMs: num('toDate'),
-    before,
-    limit: count,
+    ids: textListParam([...(c.req.queries('dlqIds') ?? []), ...(c.req.queries('dlqId') ?? [])], 'dlqId'),
+    workflowRunId: textParam(c.req.query('workflowRunId'), 'workflowRunId'),
+    url: textParam(c.req.query('url'), 'url') ?? textParam(c.req.query('workflowUrl'), 'workflowUrl'),
+    responseStatus: intParam(c.req.query('responseStatus'), 'responseStatus', 0, 999),
+    fromMs: unixMsParam(c.req.query('fromDate'), 'fromDate'),
+    toMs: unixMsParam(c.req.query('toDate'), 'toDate'),
+    before: cursorParam(c.req.query('cursor'), isTextId),
+    limit: intParam(c.req.query('count'), 'count', 1, 1000) ?? fallback,
   };
 }
+
+/** A DLQ id in the path: storable text (an empty one cannot reach here, the route needs a segment). */
+const dlqIdParam = (raw: string) => textParam(raw, 'dlqId') ?? raw;
 
 const nextCursor = (rows: DlqRow[], limit: number) => {
   const last = rows[limit - 1];
@@ -107,7 +91,7 @@ dlqRoutes.post('/v2/workflows/dlq/restart', revive('restart'));
 
 dlqRoutes.post('/v2/workflows/dlq/callback/:dlqId', async (c) => {
   const { db } = c.get('engine');
-  const [entry] = await listDlq(db, { ids: [c.req.param('dlqId')], limit: 1 });
+  const [entry] = await listDlq(db, { ids: [dlqIdParam(c.req.param('dlqId'))], limit: 1 });
   if (!entry) throw new HttpError(404, 'no such DLQ entry');
   if (!entry.failure_callback) throw new HttpError(400, 'this run has no failure callback');
   await db.transaction(async (tx) => {
@@ -120,7 +104,8 @@ dlqRoutes.post('/v2/workflows/dlq/callback/:dlqId', async (c) => {
 });
 
 const remove = async (c: Context<AppEnv>) => {
-  const single = c.req.param('dlqId');
+  const rawSingle = c.req.param('dlqId');
+  const single = rawSingle === undefined ? undefined : dlqIdParam(rawSingle);
   const f = single ? { ids: [single], limit: 1 } : dlqFilter(c, 100);
   const { db } = c.get('engine');
   const rows = await listDlq(db, { ...f, limit: f.limit + 1 });

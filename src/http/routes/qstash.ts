@@ -10,6 +10,7 @@ import { dueAtMs, parseBatch, publishBatch, runConfig } from '../../workflow/htt
 import { parseWaitRequest, registerHttpWait } from '../../workflow/http/wait.ts';
 import { checkEventId } from '../../workflow/notify.ts';
 import type { AppEnv } from '../context.ts';
+import { cursorParam, intParam, isTextId, textListParam, textParam, unixMsParam } from '../params.ts';
 
 const RUN_ID_RE = /^[\w.:-]{1,256}$/;
 const runIdParam = (raw: string) => {
@@ -126,39 +127,19 @@ qstashRoutes.delete('/v2/workflows/runs/:id', async (c) => {
 
 /** The QStash run filters from a query string (bulk cancel, logs). */
 function runFilter(c: { req: { query(k: string): string | undefined; queries(k: string): string[] | undefined } }, max: number, fallback: number): HttpRunFilter {
-  const num = (k: string) => {
-    const v = c.req.query(k);
-    if (v === undefined || v === '') return undefined;
-    if (!/^\d+$/.test(v)) throw new ValidationError(`${k} must be a number (unix milliseconds for dates)`, k);
-    return Number(v);
-  };
-  const ids = [...(c.req.queries('workflowRunIds') ?? []), ...(c.req.queries('workflowRunId') ?? [])].flatMap((v) => v.split(',')).filter(Boolean);
   const stateRaw = c.req.query('state');
   const state = stateRaw ? QSTASH_STATE_TO_RUN[stateRaw] : undefined;
   if (stateRaw && !state) throw new ValidationError(`state must be one of ${Object.keys(QSTASH_STATE_TO_RUN).join(', ')}`, 'state');
-  const count = num('count') ?? fallback;
-  if (count < 1 || count > max) throw new ValidationError(`count must be from 1 to ${max}`, 'count');
-  const cursor = c.req.query('cursor');
-  let before: HttpRunFilter['before'];
-  if (cursor) {
-    try {
-      const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
-      if (typeof createdAt !== 'string' || typeof id !== 'string' || Number.isNaN(Date.parse(createdAt))) throw new Error();
-      before = { createdAt, id };
-    } catch {
-      throw new ValidationError('cursor is not valid; pass the cursor of the previous page', 'cursor');
-    }
-  }
   return {
-    workflowRunIds: ids.length ? ids : undefined,
-    workflowUrl: c.req.query('workflowUrl') || undefined,
+    workflowRunIds: textListParam([...(c.req.queries('workflowRunIds') ?? []), ...(c.req.queries('workflowRunId') ?? [])], 'workflowRunId'),
+    workflowUrl: textParam(c.req.query('workflowUrl'), 'workflowUrl'),
     urlExact: c.req.query('workflowUrlExactMatch') === 'true',
     state,
-    label: c.req.query('label') || undefined,
-    fromMs: num('fromDate'),
-    toMs: num('toDate'),
-    before,
-    limit: count,
+    label: textParam(c.req.query('label'), 'label'),
+    fromMs: unixMsParam(c.req.query('fromDate'), 'fromDate'),
+    toMs: unixMsParam(c.req.query('toDate'), 'toDate'),
+    before: cursorParam(c.req.query('cursor'), isTextId),
+    limit: intParam(c.req.query('count'), 'count', 1, max) ?? fallback,
   };
 }
 

@@ -16,6 +16,7 @@ import { checkEventId, waiterView } from '../../workflow/notify.ts';
 import { startCodeRun } from '../../workflow/start.ts';
 import type { AppEnv } from '../context.ts';
 import { bearerToken } from '../middleware/bearer-token.ts';
+import { cursorParam, isTextId, textParam } from '../params.ts';
 
 const STATES: RunState[] = ['running', 'completed', 'failed', 'cancelled'];
 const RUN_ID_RE = /^[\w.:-]{1,256}$/;
@@ -59,17 +60,6 @@ function limitParam(raw: string | undefined, max: number): number {
   return Number(raw);
 }
 
-function decodeCursor(raw: string | undefined) {
-  if (!raw) return undefined;
-  try {
-    const [createdAt, id] = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as unknown[];
-    if (typeof createdAt === 'string' && !Number.isNaN(Date.parse(createdAt)) && typeof id === 'string') return { createdAt, id };
-  } catch {
-    /* fall through */
-  }
-  throw new ValidationError('cursor is not valid; pass nextCursor from the previous page', 'cursor');
-}
-
 function runIdParam(raw: string): string {
   if (!RUN_ID_RE.test(raw)) throw new HttpError(404, 'workflow run not found');
   return raw;
@@ -99,9 +89,9 @@ workflowRoutes.get('/api/workflows/runs', async (c) => {
   const limit = limitParam(c.req.query('limit'), 500);
   const rows = await listRuns(c.get('engine').db, {
     state: state as RunState | undefined,
-    workflow: c.req.query('workflow') || undefined,
+    workflow: textParam(c.req.query('workflow'), 'workflow'),
     limit: limit + 1,
-    before: decodeCursor(c.req.query('cursor')),
+    before: cursorParam(c.req.query('cursor'), isTextId),
   });
   const page = rows.slice(0, limit);
   const last = page.at(-1);

@@ -54,7 +54,8 @@ export function parseBatch(raw: Buffer): BatchMessage[] {
 export function dueAtMs(h: Record<string, string>): number | null {
   const notBefore = h['upstash-not-before'];
   if (notBefore !== undefined) {
-    if (!/^\d+$/.test(notBefore)) throw new ValidationError('Upstash-Not-Before must be unix seconds');
+    // Bounded by a Date's range (year 275760): a larger count would fail in Postgres as a 500.
+    if (!/^\d{1,13}$/.test(notBefore) || Number(notBefore) > 8_640_000_000_000) throw new ValidationError('Upstash-Not-Before must be unix seconds');
     return Number(notBefore) * 1000;
   }
   const delay = h['upstash-delay'];
