@@ -1,6 +1,6 @@
 import { Hono, type Context } from 'hono';
 import { HttpError, ValidationError } from '../../errors.ts';
-import { deleteDlq, listDlq, reviveRun, setFailureCallbackState, type DlqFilter, type DlqRow } from '../../storage/queries/dlq.ts';
+import { deleteDlq, listDlq, lockDlqEntries, reviveRun, setFailureCallbackState, type DlqFilter, type DlqRow } from '../../storage/queries/dlq.ts';
 import type { HttpRunConfig } from '../../storage/queries/http-workflows.ts';
 import { getRun } from '../../storage/queries/workflows.ts';
 import { queueFailureCallback } from '../../workflow/http/failure.ts';
@@ -76,14 +76,19 @@ const revive = (mode: 'resume' | 'restart') => async (c: Context<AppEnv>) => {
   const { db } = c.get('engine');
   const rows = await listDlq(db, { ...f, limit: f.limit + 1 });
   if (f.ids && rows.length === 0) throw new HttpError(404, 'no such DLQ entry');
+  const listed = rows.slice(0, f.limit);
   const workflowRuns = await db.transaction(async (tx) => {
+    // The entries' locks first, in one order; one revived or deleted meanwhile is skipped.
+    const present = await lockDlqEntries(tx, listed.map((r) => r.id));
     const out = [];
-    for (const entry of rows.slice(0, f.limit)) {
+    for (const entry of listed) {
+      if (!present.has(entry.id)) continue;
       const run = await reviveRun(tx, entry, mode, newRunId(), retriesRaw === undefined ? undefined : Number(retriesRaw));
       out.push({ workflowRunId: run.id, workflowCreatedAt: run.created_at.getTime() });
     }
     return out;
   });
+  if (f.ids && workflowRuns.length === 0) throw new HttpError(404, 'no such DLQ entry');
   return c.json({ workflowRuns, cursor: nextCursor(rows, f.limit) });
 };
 dlqRoutes.post('/v2/workflows/dlq/resume', revive('resume'));

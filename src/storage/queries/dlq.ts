@@ -71,8 +71,24 @@ export async function listDlq(db: Queryable, f: DlqFilter): Promise<DlqRow[]> {
   return rows.map((r) => ({ ...r, response_body: toBuffer(r.response_body), input_bytes: toBuffer(r.input_bytes) }));
 }
 
+/**
+ * Locks these DLQ entries for the transaction, in id order, and returns the ones still there.
+ * Every transaction that removes entries (revive, delete) calls this before anything else, so
+ * two of them take the same rows in the same order: no deadlock (a revival used to lock its
+ * entries newest first, after writing each new run, and a delete in whatever order its scan
+ * met them: 500 "deadlock detected"). An entry removed meanwhile is absent from the answer, so
+ * it is revived once, never twice.
+ */
+export async function lockDlqEntries(tx: Queryable, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const { rows } = await tx.query<{ id: string }>(`SELECT id FROM herald_dlq WHERE id = ANY($1) ORDER BY id FOR UPDATE`, [ids]);
+  return new Set(rows.map((r) => r.id));
+}
+
 export async function deleteDlq(tx: Queryable, ids: string[]): Promise<number> {
-  const { rows } = await tx.query<{ id: string }>(`DELETE FROM herald_dlq WHERE id = ANY($1) RETURNING id`, [ids]);
+  const present = await lockDlqEntries(tx, ids);
+  if (present.size === 0) return 0;
+  const { rows } = await tx.query<{ id: string }>(`DELETE FROM herald_dlq WHERE id = ANY($1) RETURNING id`, [[...present]]);
   return rows.length;
 }
 
@@ -83,7 +99,8 @@ export async function setFailureCallbackState(tx: Queryable, runId: string, stat
 /**
  * A new run from a dead-lettered one: `resume` copies the history up to and including the failed
  * message and delivers that message again; `restart` keeps only the initial payload. The DLQ entry
- * is removed. Returns the new run.
+ * is removed. Returns the new run. The caller holds the entry's lock (`lockDlqEntries`), taken
+ * before this transaction wrote anything.
  */
 export async function reviveRun(
   tx: Queryable,
