@@ -1,61 +1,58 @@
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
+import { IPV4_SPECIAL, IPV6_GLOBAL_UNICAST, IPV6_SPECIAL, type SpecialBlock } from './special-addresses.ts';
 
 /**
- * Addresses herald refuses to send requests to unless allow-listed: loopback, private, link-local
- * (cloud metadata at 169.254.169.254), carrier-grade NAT, multicast, reserved and unspecified
- * ranges, in IPv4 and IPv6 (including IPv4 embedded in IPv6).
+ * Addresses herald refuses to send requests to unless allow-listed: every block of the IANA
+ * special-purpose registries (loopback, private, link-local with cloud metadata, carrier-grade
+ * NAT, documentation, benchmarking, Teredo, ...: special-addresses.ts), multicast, and IPv6
+ * outside global unicast. An IPv6 address that embeds an IPv4 one (IPv4-mapped, NAT64, 6to4) is
+ * judged by the IPv4 address it carries. Matching is node's `net.BlockList`.
  */
-const V4_BLOCKED: [number, number][] = [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
-  ['192.0.0.0', 24], ['192.0.2.0', 24], ['192.88.99.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15],
-  ['198.51.100.0', 24], ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
-].map(([ip, bits]) => [v4ToInt(ip as string), bits as number]);
+const blockList = (blocks: readonly SpecialBlock[], family: 'ipv4' | 'ipv6') => {
+  const list = new BlockList();
+  for (const b of blocks) list.addSubnet(b.prefix, b.bits, family);
+  return list;
+};
 
-function v4ToInt(ip: string): number {
-  return ip.split('.').reduce((n, part) => (n << 8) + Number(part), 0) >>> 0;
-}
+const V4_REFUSED = blockList(IPV4_SPECIAL, 'ipv4');
+const V6_REFUSED = blockList(IPV6_SPECIAL.filter((b) => b.embedsIpv4 === undefined), 'ipv6');
+const V6_GLOBAL_UNICAST = blockList([IPV6_GLOBAL_UNICAST], 'ipv6');
+const V6_EMBEDDING = IPV6_SPECIAL.filter((b) => b.embedsIpv4 !== undefined).map((b) => ({ at: b.embedsIpv4!, list: blockList([b], 'ipv6') }));
 
-function v4Blocked(ip: string): boolean {
-  const n = v4ToInt(ip);
-  return V4_BLOCKED.some(([base, bits]) => (bits === 0 ? true : (n >>> (32 - bits)) === (base >>> (32 - bits))));
-}
-
-/** The 8 groups of an IPv6 address as numbers (handles "::" and a trailing dotted IPv4). */
+/** The 8 groups of a valid IPv6 address (with "::" and a trailing dotted IPv4 expanded). */
 function v6Groups(ip: string): number[] {
-  let addr = ip.toLowerCase().split('%')[0]!;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(addr);
-  if (v4) {
-    const n = v4ToInt(v4[1]!);
-    addr = addr.slice(0, -v4[1]!.length) + `${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
+  let addr = ip.toLowerCase();
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(addr);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    addr = `${addr.slice(0, -dotted[0].length)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
   const [head, tail] = addr.split('::') as [string, string | undefined];
   const h = head ? head.split(':') : [];
-  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
-  const fill = tail === undefined ? [] : Array(8 - h.length - t.length).fill('0');
-  return [...h, ...fill, ...t].map((g) => parseInt(g || '0', 16));
+  const t = tail ? tail.split(':') : [];
+  const fill = tail === undefined ? [] : Array<string>(8 - h.length - t.length).fill('0');
+  return [...h, ...fill, ...t].map((g) => parseInt(g, 16));
 }
 
-function v6Blocked(ip: string): boolean {
-  const g = v6Groups(ip);
-  if (g.length !== 8) return true;
-  const embedded = () => `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
-  if (g.every((x) => x === 0)) return true; // ::
-  if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return true; // ::1
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return v4Blocked(embedded()); // ::ffff:a.b.c.d
-  if (g.slice(0, 6).every((x) => x === 0)) return true; // ::a.b.c.d (deprecated compatible)
-  if (g[0] === 0x64 && g[1] === 0xff9b) return v4Blocked(embedded()); // NAT64
-  if ((g[0]! & 0xfe00) === 0xfc00) return true; // fc00::/7 unique local
-  if ((g[0]! & 0xffc0) === 0xfe80) return true; // fe80::/10 link-local
-  if ((g[0]! & 0xffc0) === 0xfec0) return true; // fec0::/10 site-local
-  if ((g[0]! & 0xff00) === 0xff00) return true; // multicast
-  if (g[0] === 0x2001 && g[1] === 0x0db8) return true; // documentation
-  return false;
+/** The IPv4 address in the 32 bits that start `at` bits into the IPv6 address. */
+function embeddedV4(groups: number[], at: number): string {
+  const g = at / 16;
+  const hi = groups[g]!;
+  const lo = groups[g + 1]!;
+  return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+}
+
+function v6Refused(raw: string): boolean {
+  // A zone (fe80::1%eth0) names an interface, not another address; BlockList would not match it.
+  const ip = raw.split('%')[0]!;
+  if (isIP(ip) !== 6) return true;
+  for (const e of V6_EMBEDDING) if (e.list.check(ip, 'ipv6')) return V4_REFUSED.check(embeddedV4(v6Groups(ip), e.at), 'ipv4');
+  return V6_REFUSED.check(ip, 'ipv6') || !V6_GLOBAL_UNICAST.check(ip, 'ipv6');
 }
 
 /** True for an address herald must not connect to (unless its host:port is allow-listed). */
 export function isForbiddenAddress(ip: string): boolean {
-  const family = isIP(ip);
-  if (family === 4) return v4Blocked(ip);
-  if (family === 6) return v6Blocked(ip);
+  if (isIP(ip) === 4) return V4_REFUSED.check(ip, 'ipv4');
+  if (ip.includes(':')) return v6Refused(ip);
   return true; // not an address at all: refuse
 }
