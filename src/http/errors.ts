@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { HttpError, ValidationError } from '../errors.ts';
 import { TemplateError } from '../rules/templates.ts';
+import { isClientAbort, logClientAbort } from './client-abort.ts';
 import type { AppEnv } from './context.ts';
 
 /**
@@ -22,6 +23,10 @@ export function errorResponse(err: Error, c: Context<AppEnv>): Response {
     // A template failed on this event's data (e.g. the render limit): the event is the cause.
     c.get('engine')?.log.warn({ requestId: c.get('requestId'), err: err.message }, 'template render failed');
     return c.json({ ok: false, error: 'a notification template could not be rendered with this ctx' }, 400);
+  }
+  if (isClientAbort(err, c)) {
+    logClientAbort(c, err);
+    return c.json(errorBody(c, 'the request body was not received completely'), 400);
   }
   const log = c.get('engine')?.log;
   log?.error({ requestId: c.get('requestId'), err: err.message, stack: err.stack, kind: err.name }, 'request failed');
