@@ -5,6 +5,7 @@
  * acknowledged, and the ledger: acknowledged / lost / duplicated, read back from the database.
  */
 import { randomUUID } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import { signXSignature } from '../../src/intake/signing.ts';
 import { startHerald, type Proc } from '../helpers/processes.ts';
@@ -139,16 +140,28 @@ export interface Load {
   records: EmitRecord[];
   /** The first attempt of every request sent so far. */
   firsts(): Attempt[];
+  /** Sends per second actually offered (below the target when this process could not keep up). */
+  offeredRate(): number;
+  /** The test process's own event-loop delay (ms): inflates every client-side time it measures. */
+  clientLag(): { p99: number; max: number };
   /** Stops sending and waits for every request in flight to settle (each is bounded). */
   stop(): Promise<EmitRecord[]>;
 }
+
+/** At most this many requests wait for answers at once; beyond it a send is skipped, not queued. */
+const MAX_IN_FLIGHT = 3000;
+const activeLoads = new Set<Load>();
+/** For the files' after hooks: a test that failed (or timed out) half-way leaves no load running. */
+export const stopAllLoads = () => Promise.all([...activeLoads].map((l) => l.stop()));
 
 /** Emits at `rate` per second, each request with a unique Idempotency-Key, until stopped. */
 export function startLoad(url: string, tenant: { tenantId: string; actorId: string }, rate: number, label: string): Load {
   const records: EmitRecord[] = [];
   const inFlight = new Set<Promise<void>>();
   const started = Date.now();
-  let stopped = false;
+  let stoppedAt: number | undefined;
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
   const fire = () => {
     const key = `${label}-${records.length}-${randomUUID().slice(0, 8)}`;
     const raw = JSON.stringify({
@@ -163,22 +176,35 @@ export function startLoad(url: string, tenant: { tenantId: string; actorId: stri
     });
     inFlight.add(p);
   };
-  // Paced by the clock, not by answers: a stalled herald keeps receiving requests, as in production.
+  // Paced by the clock, not by answers: a stalled herald keeps receiving requests, as in
+  // production. When this process falls behind (a busy box), the missed sends are dropped rather
+  // than fired in a burst (at most 100 ms of them carry over), so the offered rate never exceeds
+  // the target; offeredRate() says what was actually sent.
+  let credit = 0;
+  let last = started;
   const timer = setInterval(() => {
-    if (stopped) return;
-    const due = Math.floor(((Date.now() - started) * rate) / 1000);
-    while (records.length < due) fire();
+    const now = Date.now();
+    credit = Math.min(credit + ((now - last) * rate) / 1000, rate / 10);
+    last = now;
+    for (; credit >= 1; credit--) if (inFlight.size < MAX_IN_FLIGHT) fire();
   }, 5);
-  return {
+  timer.unref();
+  const load: Load = {
     records,
     firsts: () => records.filter((r) => r.attempts.length).map(firstAttempt),
+    offeredRate: () => Math.round((records.length * 1000) / Math.max(1, (stoppedAt ?? Date.now()) - started)),
+    clientLag: () => ({ p99: Math.round(lag.percentile(99) / 1e6), max: Math.round(lag.max / 1e6) }),
     async stop() {
-      stopped = true;
+      stoppedAt ??= Date.now();
       clearInterval(timer);
+      activeLoads.delete(load);
       while (inFlight.size) await Promise.all([...inFlight]);
+      lag.disable();
       return records;
     },
   };
+  activeLoads.add(load);
+  return load;
 }
 
 /**

@@ -26,6 +26,7 @@ import {
   sleep,
   startHeraldOn,
   startLoad,
+  stopAllLoads,
   tally,
   type Herald,
 } from './emit-load.ts';
@@ -46,6 +47,7 @@ const AFTER_RECOVERY_MS = 1000;
 let cluster: Cluster | undefined;
 let herald: Herald | undefined;
 after(async () => {
+  await stopAllLoads();
   await herald?.proc.kill('SIGKILL');
   await cluster?.remove();
 });
@@ -155,6 +157,8 @@ test('Postgres stopped (-m immediate) under emit load and started again: 503s wh
   const numbers = {
     test: 'postgres-outage',
     rate: RATE,
+    offeredRate: load.offeredRate(),
+    clientLoopLagMs: load.clientLag(),
     downMs: restartAt - downAt,
     sent: l.sent,
     acknowledged: l.acknowledged,

@@ -23,6 +23,7 @@ import {
   sleep,
   startHeraldOn,
   startLoad,
+  stopAllLoads,
   tally,
   withClient,
   type Herald,
@@ -41,6 +42,7 @@ const AFTER_RECOVERY_MS = 1000;
 let cluster: Cluster | undefined;
 let herald: Herald | undefined;
 after(async () => {
+  await stopAllLoads();
   await herald?.proc.kill('SIGKILL');
   await cluster?.remove();
 });
@@ -60,14 +62,14 @@ test('herald backends terminated repeatedly under emit load: the process lives, 
   await sleep(WARMUP_MS);
 
   // The killer sits in another database, so it never terminates itself; only herald's database's backends go.
-  const terminated: number[] = [];
+  const terminated: { n: number; atMs: number }[] = [];
   await withClient(cluster.url('postgres'), async (c) => {
     for (let i = 0; i < KILL_ROUNDS && h.alive(); i++) {
       const r = await c.query<{ n: number }>(
         `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n
            FROM pg_stat_activity WHERE datname = 'herald' AND pid <> pg_backend_pid()`,
       );
-      terminated.push(r.rows[0]!.n);
+      terminated.push({ n: r.rows[0]!.n, atMs: Date.now() - t0 });
       await sleep(KILL_EVERY_MS);
     }
   });
@@ -116,6 +118,8 @@ test('herald backends terminated repeatedly under emit load: the process lives, 
   const numbers = {
     test: 'terminated-backends',
     rate: RATE,
+    offeredRate: load.offeredRate(),
+    clientLoopLagMs: load.clientLag(),
     terminatedPerRound: terminated,
     sent: l.sent,
     acknowledged: l.acknowledged,

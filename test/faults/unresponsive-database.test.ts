@@ -27,6 +27,7 @@ import {
   sleep,
   startHeraldOn,
   startLoad,
+  stopAllLoads,
   tally,
   tail,
   type Herald,
@@ -53,6 +54,7 @@ const AFTER_RECOVERY_MS = 1000;
 
 const cleanups: (() => Promise<unknown>)[] = [];
 after(async () => {
+  await stopAllLoads();
   for (const c of cleanups.reverse()) await c().catch(() => {});
 });
 
@@ -202,6 +204,8 @@ test('a running herald whose database stops answering (blackhole) answers 503 wi
   const numbers = {
     test: 'blackhole',
     rate: RATE,
+    offeredRate: load.offeredRate(),
+    clientLoopLagMs: load.clientLag(),
     blackholeMs: restoredAt - cutAt,
     sent: l.sent,
     acknowledged: l.acknowledged,
