@@ -2,6 +2,7 @@ import { coerceError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import { runAsLeader } from '../storage/queries/maintenance.ts';
+import { retryDelayMs } from './backoff.ts';
 
 export interface MaintenanceTask {
   name: string;
@@ -11,14 +12,45 @@ export interface MaintenanceTask {
 }
 
 /**
- * Leader-only periodic work. Every tick, each process tries a transaction-level advisory lock; the
- * one that gets it runs the due tasks and the others skip the tick, so a task never runs in two
- * processes at once and keeps running as long as any process is alive.
+ * Leader-only periodic work. Every tick, each due task runs in a transaction of its own, on
+ * whichever process takes that task's transaction-level advisory lock (the others skip it this
+ * tick), so a task never runs in two processes at once and keeps running as long as any process
+ * is alive.
+ *
+ * One transaction per task, not one for the tick: a task that fails (a bug, a constraint it trips
+ * on, the database going away) rolls back alone, and the others — the rescue of expired leases,
+ * the wait timeouts — still run. A failing task is retried after a capped, jittered backoff
+ * (`retryDelayMs`, from the tick interval up to 10 s) rather than every tick, and says so once per
+ * streak of failures in the log, not once a tick; it logs again when it recovers.
  */
-export function createMaintenance(db: Db, tasks: MaintenanceTask[], log: Logger) {
+export function createMaintenance(db: Db, tasks: MaintenanceTask[], log: Logger, tickMs = 1_000) {
   const lastRun = new Map<string, number>();
+  const failures = new Map<string, { count: number; retryAt: number }>();
   let current: Promise<void> = Promise.resolve();
   let busy = false;
+
+  async function runTask(t: MaintenanceTask, now: number): Promise<void> {
+    try {
+      let n = 0;
+      await runAsLeader(db, `herald.maintenance.${t.name}`, async (tx) => {
+        n = await t.run(tx);
+      });
+      lastRun.set(t.name, now);
+      if (n > 0) log.info({ task: t.name, count: n }, 'maintenance');
+      const failed = failures.get(t.name);
+      if (failed) {
+        failures.delete(t.name);
+        log.info({ task: t.name, failures: failed.count }, 'maintenance task recovered');
+      }
+    } catch (err) {
+      const count = (failures.get(t.name)?.count ?? 0) + 1;
+      const delay = retryDelayMs(count, { baseMs: tickMs, capMs: Math.max(tickMs, 10_000) });
+      failures.set(t.name, { count, retryAt: Date.now() + delay });
+      if (count === 1) log.warn({ task: t.name, err: coerceError(err).message }, 'maintenance task failed; retrying with backoff');
+      else log.debug({ task: t.name, failures: count, err: coerceError(err).message, retryInMs: delay }, 'maintenance task failed again');
+    }
+  }
+
   return {
     tick(): Promise<void> {
       if (busy) return current;
@@ -26,17 +58,11 @@ export function createMaintenance(db: Db, tasks: MaintenanceTask[], log: Logger)
       current = (async () => {
         try {
           const now = Date.now();
-          const due = tasks.filter((t) => now - (lastRun.get(t.name) ?? 0) >= t.everyMs);
-          if (due.length === 0) return;
-          await runAsLeader(db, 'herald.maintenance', async (tx) => {
-            for (const t of due) {
-              const n = await t.run(tx);
-              lastRun.set(t.name, now);
-              if (n > 0) log.info({ task: t.name, count: n }, 'maintenance');
-            }
-          });
-        } catch (err) {
-          log.warn({ err: coerceError(err).message }, 'maintenance failed; retrying next tick');
+          const due = tasks.filter(
+            (t) => now - (lastRun.get(t.name) ?? 0) >= t.everyMs && now >= (failures.get(t.name)?.retryAt ?? 0),
+          );
+          // In order, one after another: the rescue of expired leases first, as before.
+          for (const t of due) await runTask(t, now);
         } finally {
           busy = false;
         }

@@ -22,6 +22,7 @@ import {
   type JobFence,
 } from '../storage/queries/jobs.ts';
 import { backoffMs } from './backoff.ts';
+import { createDbBackoff } from './db-backoff.ts';
 import { createMaintenance, type MaintenanceTask } from './maintenance.ts';
 
 export interface JobContext {
@@ -40,6 +41,12 @@ export interface JobContext {
    * says whether it held. If it did not, the lease was lost and nothing may have been written.
    */
   completeWith<T>(write: (db: Queryable, fence: JobFence) => Promise<{ held: boolean } & T>): Promise<T>;
+  /**
+   * A write of the handler's, one statement run as its own transaction, that lands only while this
+   * worker holds the lease: `write` gets the job's fence, guards its writes on it (fencedJob) and
+   * says whether it held. The job stays running. Throws LeaseLostError if it did not hold.
+   */
+  fenced<T>(write: (db: Queryable, fence: JobFence) => Promise<{ held: boolean } & T>): Promise<T>;
   /** Returns the job to the queue for `delayMs` without counting this attempt (it did not run). */
   defer(delayMs: number): Promise<void>;
 }
@@ -84,6 +91,11 @@ export interface Worker {
   wake(): void;
 }
 
+/** The longest the claim loop and the batch lanes wait between tries while the database fails. */
+const DB_RETRY_CAP_MS = 10_000;
+
+const isUniqueViolation = (err: unknown) => (err as { code?: unknown } | null)?.code === '23505';
+
 export function createWorker(opts: WorkerOptions): Worker {
   const id = `w-${process.pid}-${randomBytes(4).toString('hex')}`;
   const concurrency = opts.concurrency ?? 8;
@@ -114,7 +126,21 @@ export function createWorker(opts: WorkerOptions): Worker {
   const timers: NodeJS.Timeout[] = [];
   const unlisten: (() => Promise<void>)[] = [];
   const log = opts.log.child({ worker: id });
-  const maintenance = createMaintenance(opts.db, opts.maintenance, log);
+  const maintenance = createMaintenance(opts.db, opts.maintenance, log, opts.maintenanceMs);
+  /**
+   * When claims or takes fail (the database is unreachable, or anything else), the claim loop and
+   * the batch lanes wait a growing, jittered delay before touching the database again, then try
+   * by themselves (see db-backoff.ts); leases, heartbeats and maintenance carry on as they are.
+   */
+  const dbBackoff = createDbBackoff({
+    baseMs: opts.pollMs,
+    capMs: Math.max(opts.pollMs, DB_RETRY_CAP_MS),
+    log,
+    onRetry: () => {
+      void loop();
+      startBatches();
+    },
+  });
 
   async function runJob(job: ClaimedJob): Promise<void> {
     const handler = opts.handlers[job.kind];
@@ -156,6 +182,11 @@ export function createWorker(opts: WorkerOptions): Worker {
         completed = true;
         return out;
       },
+      async fenced(write) {
+        const out = await write(opts.db, fenceOf(job, id));
+        if (!out.held) throw lost();
+        return out;
+      },
       async defer(delayMs) {
         if (!(await deferJob(opts.db, job, id, delayMs))) throw lost();
         completed = true;
@@ -179,14 +210,22 @@ export function createWorker(opts: WorkerOptions): Worker {
       const permanent = err instanceof NonRetriableError;
       const delayMs = err instanceof RetryAfterError ? err.delayMs : backoffMs(job.attempts);
       let state: 'queued' | 'failed' | undefined;
-      try {
-        state = await opts.db.transaction(async (tx) => {
-          const s = await failJob(tx, job, id, { error: err.message, delayMs, permanent });
-          if (s === 'failed') await handler?.onFailed?.(tx, job.payload, err);
-          return s;
-        });
-      } catch (e) {
-        log.error({ jobId: job.id, err: coerceError(e).message }, 'could not record job failure; its lease will expire');
+      for (let attempt = 1; ; attempt++) {
+        try {
+          state = await opts.db.transaction(async (tx) => {
+            const s = await failJob(tx, job, id, { error: err.message, delayMs, permanent });
+            if (s === 'failed') await handler?.onFailed?.(tx, job.payload, err);
+            return s;
+          });
+          break;
+        } catch (e) {
+          // A job of this key queued by a transaction that committed while this one ran: the
+          // retry sees it and merges into it (failJob). Anything else: the lease will expire and
+          // the rescue requeues the job.
+          if (attempt < 3 && isUniqueViolation(e)) continue;
+          log.error({ jobId: job.id, err: coerceError(e).message }, 'could not record job failure; its lease will expire');
+          break;
+        }
       }
       log[state === 'failed' ? 'error' : 'warn'](
         { jobId: job.id, kind: job.kind, attempt: job.attempts, err: err.message, retryInMs: state === 'queued' ? delayMs : null },
@@ -238,18 +277,26 @@ export function createWorker(opts: WorkerOptions): Worker {
         },
         { begin: BATCH_TRANSACTION_SETTINGS },
       );
+      dbBackoff.succeeded();
       for (const job of taken) opts.onSettled?.(job, 'completed');
       return taken.length;
     } catch (err) {
       if (taken.length === 0) {
-        log.error({ kind, err: coerceError(err).message }, 'taking a batch of jobs failed; retrying on the next wake-up or poll');
+        dbBackoff.failed('take a batch', err);
         return 0;
       }
       log.warn({ kind, jobs: taken.length, err: coerceError(err).message }, 'batch failed; running its jobs one by one');
-      const claimed = await claimJobsById(opts.db, id, opts.leaseMs, taken.map((j) => j.id)).catch((e) => {
-        log.error({ kind, err: coerceError(e).message }, 'could not claim the jobs of a failed batch; the poll will');
-        return [] as ClaimedJob[];
-      });
+      const claimed = await claimJobsById(opts.db, id, opts.leaseMs, taken.map((j) => j.id)).then(
+        (jobs) => {
+          dbBackoff.succeeded();
+          return jobs;
+        },
+        (e) => {
+          // Rolled back (their takes with it): they are queued, for a lane or the poll to take.
+          dbBackoff.failed('claim the jobs of a failed batch', e);
+          return [] as ClaimedJob[];
+        },
+      );
       for (const job of claimed) await runLeased(job);
       return taken.length;
     } finally {
@@ -294,7 +341,8 @@ export function createWorker(opts: WorkerOptions): Worker {
     batches++;
     const task: Promise<void> = work()
       .catch((err) => {
-        log.error({ err: coerceError(err).message }, 'a batch lane failed; its work goes back to the queue');
+        // Its work goes back to the queue (a rollback, or leases that expire).
+        dbBackoff.failed('batch lane', err);
         return 0;
       })
       .then((took) => {
@@ -318,6 +366,8 @@ export function createWorker(opts: WorkerOptions): Worker {
    */
   function startBatches(): void {
     if (!running || batchKind === null) return;
+    // Backing off after failures: the retry starts a lane (db-backoff.ts).
+    if (dbBackoff.waiting) return;
     if (batches < maxBatches && slots < concurrency && !runningQueuedAlone) launchBatch();
     else batchWorkWaiting = true;
   }
@@ -367,6 +417,8 @@ export function createWorker(opts: WorkerOptions): Worker {
   /** Claims single jobs while slots are free. */
   async function claimLoop(): Promise<void> {
     try {
+      // Backing off after failures: the retry runs the loop (db-backoff.ts).
+      if (dbBackoff.waiting) return;
       do {
         wakeAgain = false;
         while (running && slots < concurrency) {
@@ -374,6 +426,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           const limit = Math.max(0, concurrency - slots - (batchKind !== null && batches < maxBatches ? 1 : 0));
           if (limit === 0) break;
           const jobs = await claimJobs(opts.db, id, opts.leaseMs, { freshExcept: batchKind, limit });
+          dbBackoff.succeeded();
           for (const job of jobs) launch(job, runJob(job));
           // A claim that came back short means nothing more is due: stop until woken. A full one
           // may have left jobs behind.
@@ -384,7 +437,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         if (slots >= concurrency) backlog = true;
       } while (wakeAgain && running);
     } catch (err) {
-      log.error({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the next poll');
+      dbBackoff.failed('claim jobs', err);
     } finally {
       looping = false;
       claiming = undefined;
@@ -423,6 +476,7 @@ export function createWorker(opts: WorkerOptions): Worker {
     },
     async stop(graceMs = 10_000) {
       running = false;
+      dbBackoff.stop();
       for (const t of timers) clearInterval(t);
       timers.length = 0;
       for (const stop of unlisten.splice(0)) await stop();

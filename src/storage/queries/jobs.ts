@@ -243,8 +243,30 @@ export async function completeJob(db: Queryable, job: ClaimedJob, workerId: stri
 }
 
 /**
+ * A job that goes back to the queue (a retry, a defer, a rescued lease) while its key has a queued
+ * job again — queued while it ran, which is intended: a run resumed mid-execution runs again right
+ * after — would make two queued jobs of one key, which the key's unique index refuses (23505). It
+ * merges into the queued one instead: its own row goes, and the queued job keeps the earlier of the
+ * two due times and the larger attempt count, so the retry budget still bounds the key's work.
+ * Sound because a keyed job means "process the state of <key>" (run a workflow's replay, send a
+ * delivery, deliver a message): one execution does what both asked for, and every handler already
+ * re-reads that state (and waits for a not_before) since delivery is at least once. graphile-worker
+ * instead strips the key from the running job and keeps both; here the key also keeps two
+ * executions of a run apart (a queued job is not claimed while its key runs), so it must stay.
+ *
+ * A queued job inserted by a transaction that has not committed yet is not seen: the requeue then
+ * still fails with 23505, and is tried again once that job is visible (the worker retries the
+ * record of a failure, the rescue runs again next round).
+ */
+const TWIN_OF = (me: string, and = 'true') => `
+  SELECT q.id FROM herald_jobs q, ${me}
+  WHERE q.key = ${me}.key AND q.state = 'queued' AND q.id <> ${me}.id AND ${and}
+  FOR UPDATE OF q`;
+
+/**
  * Requeues a failed job after `delayMs`, or marks it failed for good (permanent, or out of
  * attempts). Fenced like completeJob. Returns the new state, or undefined if the lease was lost.
+ * A retry whose key is queued again merges into that job (see TWIN_OF).
  */
 export async function failJob(
   db: Queryable,
@@ -253,12 +275,23 @@ export async function failJob(
   opts: { error: string; delayMs: number; permanent: boolean },
 ): Promise<'queued' | 'failed' | undefined> {
   const { rows } = await db.query<{ state: 'queued' | 'failed' }>(
-    `UPDATE herald_jobs SET
-       state = CASE WHEN $4 OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-       run_at = now() + make_interval(secs => $5::double precision / 1000),
-       last_error = $6, locked_by = NULL, locked_until = NULL
-     WHERE ${FENCE}
-     RETURNING state`,
+    `WITH me AS (
+       SELECT id, key, attempts, ($4::boolean OR attempts >= max_attempts) AS gives_up FROM herald_jobs WHERE ${FENCE} FOR UPDATE),
+     twin AS (${TWIN_OF('me', 'NOT me.gives_up')}),
+     merged AS (
+       UPDATE herald_jobs q SET run_at = least(q.run_at, now() + make_interval(secs => $5::double precision / 1000)),
+         attempts = greatest(q.attempts, me.attempts), last_error = $6
+       FROM twin, me WHERE q.id = twin.id
+       RETURNING 'queued'::text AS state),
+     merged_away AS (DELETE FROM herald_jobs j USING me WHERE j.id = me.id AND EXISTS (SELECT 1 FROM merged)),
+     requeued AS (
+       UPDATE herald_jobs j SET
+         state = CASE WHEN me.gives_up THEN 'failed' ELSE 'queued' END,
+         run_at = now() + make_interval(secs => $5::double precision / 1000),
+         last_error = $6, locked_by = NULL, locked_until = NULL
+       FROM me WHERE j.id = me.id AND NOT EXISTS (SELECT 1 FROM twin)
+       RETURNING j.state)
+     SELECT state FROM requeued UNION ALL SELECT state FROM merged`,
     [...fenceValues(fenceOf(job, workerId)), opts.permanent, opts.delayMs, opts.error.slice(0, 4000)],
   );
   return rows[0]?.state;
@@ -266,17 +299,27 @@ export async function failJob(
 
 /**
  * Puts a claimed job back in the queue for later without counting the attempt (it did not run:
- * e.g. its flow-control slot was busy). Fenced like completeJob.
+ * e.g. its flow-control slot was busy). Fenced like completeJob. If its key is queued again, it
+ * merges into that job (see TWIN_OF).
  */
 export async function deferJob(db: Queryable, job: ClaimedJob, workerId: string, delayMs: number): Promise<boolean> {
-  return (
-    await db.query(
-      `UPDATE herald_jobs SET state = 'queued', attempts = attempts - 1, locked_by = NULL, locked_until = NULL,
+  const { rows } = await db.query<{ held: boolean }>(
+    `WITH me AS (SELECT id, key, attempts - 1 AS attempts FROM herald_jobs WHERE ${FENCE} FOR UPDATE),
+     twin AS (${TWIN_OF('me')}),
+     merged AS (
+       UPDATE herald_jobs q SET run_at = least(q.run_at, now() + make_interval(secs => $4::double precision / 1000)),
+         attempts = greatest(q.attempts, me.attempts)
+       FROM twin, me WHERE q.id = twin.id
+       RETURNING 1),
+     merged_away AS (DELETE FROM herald_jobs j USING me WHERE j.id = me.id AND EXISTS (SELECT 1 FROM merged)),
+     requeued AS (
+       UPDATE herald_jobs j SET state = 'queued', attempts = me.attempts, locked_by = NULL, locked_until = NULL,
          run_at = now() + make_interval(secs => $4::double precision / 1000)
-       WHERE ${FENCE}`,
-      [...fenceValues(fenceOf(job, workerId)), delayMs],
-    )
-  ).rowCount === 1;
+       FROM me WHERE j.id = me.id AND NOT EXISTS (SELECT 1 FROM twin))
+     SELECT EXISTS (SELECT 1 FROM me) AS held`,
+    [...fenceValues(fenceOf(job, workerId)), delayMs],
+  );
+  return rows[0]?.held === true;
 }
 
 /** Extends the leases of jobs this worker is still running (heartbeat). */
@@ -293,16 +336,39 @@ export async function extendLeases(db: Queryable, ids: number[], workerId: strin
 /**
  * Maintenance: jobs whose lease expired (their worker died or hung) go back to the queue. Their
  * attempt count already includes the lost attempt; the next claim fails them if none are left.
+ * One whose key is queued again merges into that job (see TWIN_OF), so a single such job cannot
+ * make the whole sweep fail on the key's unique index. (Two expired jobs of one key, which the
+ * claim's key check should never let happen, merge into the oldest.)
  */
 export async function rescueExpiredJobs(db: Queryable): Promise<number> {
-  return (
-    await db.query(
-      `UPDATE herald_jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
-         last_error = coalesce(last_error, 'lease expired (worker lost)')
-       WHERE id IN (SELECT id FROM herald_jobs WHERE state = 'running' AND locked_until < now()
-                    ORDER BY locked_until LIMIT 1000 FOR UPDATE SKIP LOCKED)`,
-    )
-  ).rowCount;
+  const { rows } = await db.query<{ n: number }>(
+    `WITH expired AS (
+       SELECT id, key, attempts FROM herald_jobs WHERE state = 'running' AND locked_until < now()
+       ORDER BY locked_until LIMIT 1000 FOR UPDATE SKIP LOCKED),
+     keyed AS (SELECT key, min(id) AS first_id, max(attempts) AS attempts FROM expired WHERE key IS NOT NULL GROUP BY key),
+     twins AS (
+       SELECT q.id, q.key FROM herald_jobs q
+       WHERE q.state = 'queued' AND q.key IN (SELECT key FROM keyed)
+       FOR UPDATE OF q),
+     stays AS (
+       SELECT e.id, k.attempts FROM expired e LEFT JOIN keyed k ON k.key = e.key
+       WHERE e.key IS NULL OR (e.id = k.first_id AND NOT EXISTS (SELECT 1 FROM twins t WHERE t.key = e.key))),
+     merged AS (
+       UPDATE herald_jobs q SET attempts = greatest(q.attempts, k.attempts), run_at = least(q.run_at, now()),
+         last_error = coalesce(q.last_error, 'lease expired (worker lost)')
+       FROM twins t JOIN keyed k ON k.key = t.key WHERE q.id = t.id),
+     merged_away AS (
+       DELETE FROM herald_jobs j WHERE j.id IN (SELECT id FROM expired) AND j.id NOT IN (SELECT id FROM stays)
+       RETURNING 1),
+     requeued AS (
+       UPDATE herald_jobs j SET state = 'queued', locked_by = NULL, locked_until = NULL,
+         attempts = greatest(j.attempts, coalesce(s.attempts, 0)),
+         last_error = coalesce(j.last_error, 'lease expired (worker lost)')
+       FROM stays s WHERE j.id = s.id
+       RETURNING 1)
+     SELECT (SELECT count(*) FROM requeued)::int + (SELECT count(*) FROM merged_away)::int AS n`,
+  );
+  return rows[0]!.n;
 }
 
 export async function jobCounts(db: Queryable): Promise<Record<string, number>> {
