@@ -17,6 +17,8 @@ import {
   lockRunEvent,
   recordStep,
   recordStepFailure,
+  saveRunStep,
+  startRunStep,
   recordWaitFromEvent,
   takeRunEvent,
   type StepRow,
@@ -26,6 +28,7 @@ import { enqueueJob } from '../storage/queries/jobs.ts';
 import { RUN_JOB, runJobKey } from '../storage/queries/workflows.ts';
 import { durationMs, instantMs } from './duration.ts';
 import { broadcastNotify, checkEventId, decodeEventData, encodeNotifyData } from './notify.ts';
+import { createReplayCheck } from './replay-check.ts';
 import type { NotifyResult, WaitResult, WorkflowStep } from './types.ts';
 
 export interface ExecutorDeps {
@@ -71,6 +74,8 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
 
   const recorded = new Map<string, StepRow>(steps.map((s) => [s.step_id, s]));
   const called = new Set<string>();
+  /** Whether the code still matches the recorded history (a deploy may have changed it). */
+  const history = createReplayCheck(wf.name, steps);
   let suspended = false;
   const runUrl = `${deps.baseUrl}/api/workflows/runs/${runId}`;
 
@@ -85,11 +90,9 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     }
     called.add(id);
     const row = recorded.get(id);
-    if (row && row.type !== type) {
-      throw new NonRetriableError(
-        `workflow "${wf.name}": step "${id}" was recorded as a ${row.type} step but is now called as ${type}; the workflow changed while this run was in flight`,
-      );
-    }
+    if (row && row.type !== type) history.kindChanged(row, type);
+    if (row) history.reach(row);
+    else if (history.changed) throw history.changed;
     return row;
   };
 
@@ -122,10 +125,18 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     async run<T>(id: string, fn: (c: { idempotencyKey: string; attempt: number }) => T | Promise<T>): Promise<T> {
       const row = enter(id, 'run');
       if (row?.state === 'completed') return (row.output_missing ? undefined : row.output) as T;
+      if (!row) await history.beforeNew(id, 'run');
       return timed('run', async () => {
+        // The execution is counted before the body runs (one round trip, fenced), so one that
+        // follows a crash between a body and its result is told it is a retry.
+        const { attempt } = await job.fenced((db, fence) => startRunStep(db, fence, runId, id));
+        if (attempt === null) {
+          // Recorded meanwhile by another execution: replay from the top to read it.
+          throw new Error(`step "${id}" was completed by another execution; replaying`);
+        }
         let value: T;
         try {
-          value = await fn({ idempotencyKey: `${runId}:${id}`, attempt: (row?.attempts ?? 0) + 1 });
+          value = await fn({ idempotencyKey: `${runId}:${id}`, attempt });
         } catch (raw) {
           const err = coerceError(raw);
           if (err instanceof Suspended) throw err;
@@ -133,20 +144,24 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
           throw err;
         }
         const json = toJson(value, `step "${id}"`);
-        const saved = await job.commit((tx) => recordStep(tx, { runId, stepId: id, type: 'run', output: json }));
-        return (saved.output_missing ? undefined : saved.output) as T;
+        // One statement, fenced by the lease: no BEGIN/COMMIT round trip (the start took that one).
+        const { step: saved } = await job.fenced((db, fence) => saveRunStep(db, fence, runId, id, json));
+        return (saved!.output_missing ? undefined : saved!.output) as T;
       });
     },
 
     async sleep(id, duration) {
       const row = enter(id, 'sleep');
       const ms = durationMs(duration, `step.sleep("${id}") duration`);
+      if (!row) await history.beforeNew(id, 'sleep');
       await sleepStep(id, row, { delayMs: ms });
     },
 
     async sleepUntil(id, until) {
       const row = enter(id, 'sleep');
-      await sleepStep(id, row, { untilMs: instantMs(until, `step.sleepUntil("${id}") time`) });
+      const untilMs = instantMs(until, `step.sleepUntil("${id}") time`);
+      if (!row) await history.beforeNew(id, 'sleep');
+      await sleepStep(id, row, { untilMs });
     },
 
     async waitForEvent(id, eventId, opts) {
@@ -156,6 +171,7 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
       checkEventId(eventId, `step.waitForEvent("${id}") event id`);
       const timeout = opts?.timeout ?? DEFAULT_WAIT_TIMEOUT;
       const timeoutMs = durationMs(timeout, `step.waitForEvent("${id}") timeout`);
+      if (!row) await history.beforeNew(id, 'wait');
       const timeoutText = typeof timeout === 'number' ? `${timeout}s` : timeout;
       const headers = { 'Upstash-Workflow-RunId': [runId], 'Herald-Workflow-Step': [id] };
       const consumed = await job.commit(
@@ -188,6 +204,7 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
       const row = enter(id, 'notify');
       if (row?.state === 'completed') return row.output as NotifyResult[];
       checkEventId(eventId, `step.notify("${id}") event id`);
+      if (!row) await history.beforeNew(id, 'notify');
       return timed('notify', async () => {
         const saved = await job.commit(async (tx) => {
           const results = await broadcastNotify(tx, eventId, encodeNotifyData(data));
@@ -207,6 +224,7 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
         if (err instanceof ValidationError) throw new NonRetriableError(`step.send("${id}"): ${err.message}`);
         throw err;
       }
+      if (!row) await history.beforeNew(id, 'send');
       return timed('send', async () => {
         const saved = await job.commit(async (tx) => {
           const eventId = uuidv7();
@@ -244,6 +262,8 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
       eventId: run.event_id,
     });
     if (suspended) return;
+    // Also rethrows a mismatch the workflow's code caught and swallowed.
+    history.atEnd();
     const json = toJson(result, 'the workflow result');
     // The job's completion and the run's end in one statement and transaction.
     const { ended } = await job.completeWith((db, fence) => finishCodeRun(db, fence, runId, { state: 'completed', result: json }));
@@ -251,7 +271,9 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     if (ended) deps.metrics.runsFinished.inc({ state: 'completed' });
   } catch (raw) {
     if (suspended || raw instanceof Suspended) return;
-    const err = coerceError(raw);
+    // A mismatch with the history wins over whatever the code made of it (wrapped, or another
+    // error thrown while unwinding).
+    const err = history.changed ?? coerceError(raw);
     // A validation problem in the workflow's own calls (bad duration, bad event id) will not fix
     // itself on retry.
     if (err instanceof ValidationError) throw new NonRetriableError(err.message);

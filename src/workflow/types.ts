@@ -13,7 +13,12 @@ export interface StepRunContext {
    * Idempotency-Key header, a unique column) so a retried step cannot do it twice.
    */
   idempotencyKey: string;
-  /** 1 on the first try of this step, 2 on its first retry, … */
+  /**
+   * 1 on the first execution of this step, 2 on the next, …: every execution that started counts,
+   * one after a failure and one after a crash or a lost lease between the body and the recording
+   * of its result alike (the start is recorded before the body runs). More than 1: an earlier try
+   * may have done the side effect already.
+   */
   attempt: number;
 }
 
