@@ -80,7 +80,7 @@ export async function getRun(db: Queryable, id: string): Promise<RunRow | undefi
 export async function getRunAndSteps(db: Queryable, id: string): Promise<{ run: RunRow | undefined; steps: StepRow[] }> {
   const [run, steps] = await db.runTogether([
     { text: GET_RUN, values: [id], prepare: true },
-    { text: GET_REPLAY_STEPS, values: [id], prepare: true },
+    { text: GET_STEPS, values: [id], prepare: true },
   ]);
   return { run: run!.rows[0] as RunRow | undefined, steps: (steps!.rows as unknown as StepRow[]).map(normalizeBytes) };
 }
@@ -248,23 +248,12 @@ export interface StepRow {
   error: string | null;
   started_at: Date;
   finished_at: Date | null;
-  /**
-   * started_at and finished_at in microseconds since the epoch (a Date keeps milliseconds), on rows
-   * read for a replay (getRunAndSteps): the order in which the history's steps ran, which a replay
-   * must respect (workflow/replay-check.ts).
-   */
-  started_us?: number;
-  finished_us?: number | null;
 }
 
 const STEP_COLUMNS = `step_id, type, state, output, output IS NULL AS output_missing, output_bytes, content_type,
   wake_at, coalesce(wake_at <= now(), false) AS due, attempts, error, started_at, finished_at`;
 
 const GET_STEPS = `SELECT ${STEP_COLUMNS} FROM herald_steps WHERE run_id = $1 ORDER BY seq`;
-const GET_REPLAY_STEPS = `SELECT ${STEP_COLUMNS},
-  floor(extract(epoch FROM started_at) * 1000000)::float8 AS started_us,
-  floor(extract(epoch FROM finished_at) * 1000000)::float8 AS finished_us
-  FROM herald_steps WHERE run_id = $1 ORDER BY seq`;
 
 export async function getSteps(db: Queryable, runId: string): Promise<StepRow[]> {
   const { rows } = await db.query<StepRow>(GET_STEPS, [runId], { prepare: true });
