@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the whole test suite once per backend (PGlite, then Postgres) and prints one closing line,
 // "N passed, N failed[, N skipped]", summed from the runs' real TAP results.
-//   node scripts/test.mjs [--backend pglite|postgres] [test files...]
+//   node scripts/test.mjs [--backend pglite|postgres] [test files or directories...]
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +19,8 @@ const walk = (dir) =>
     const p = join(dir, f);
     return statSync(p).isDirectory() ? walk(p) : p.endsWith('.test.ts') ? [p] : [];
   });
-const files = args.length ? args : walk('test').sort();
+// A directory stands for the test files under it (node --test does not expand one).
+const files = (args.length ? args : ['test']).flatMap((a) => (statSync(a).isDirectory() ? walk(a).sort() : [a]));
 
 const totals = { pass: 0, fail: 0, skipped: 0 };
 const pgUrl = process.env.HERALD_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -45,6 +46,11 @@ async function postgresReachable(url) {
     return false;
   }
 }
+// Every node process of the run — the test files and the herald processes they start — fails on a
+// deprecation warning of pg's own (scripts/fail-on-pg-deprecation.mjs), so what pg 9 removes
+// cannot come back silently; test/storage/pg-deprecation-guard.test.ts checks it is loaded.
+const guard = new URL('./fail-on-pg-deprecation.mjs', import.meta.url).href;
+const NODE_OPTIONS = [process.env.NODE_OPTIONS, `--import=${guard}`].filter(Boolean).join(' ');
 let failedRuns = 0;
 for (const backend of backends) {
   const tap = join(tmpdir(), `herald-tests-${process.pid}-${backend}.tap`);
@@ -59,7 +65,7 @@ for (const backend of backends) {
         '--test-reporter=tap', `--test-reporter-destination=${tap}`,
         ...files,
       ],
-      { stdio: 'inherit', env: { ...process.env, HERALD_TEST_BACKEND: backend } },
+      { stdio: 'inherit', env: { ...process.env, NODE_OPTIONS, HERALD_TEST_BACKEND: backend } },
     );
     child.on('exit', (c) => resolve(c ?? 1));
   });

@@ -17,6 +17,13 @@ export const RUNNING_BUILD: 'compiled' | 'source' = import.meta.url.endsWith('.t
 /** PGlite's files live in a subdirectory, beside herald's own (dev secrets, pid file). */
 export const pgliteDir = (dataDir: string) => join(dataDir, 'pgdata');
 
+/** The Postgres driver's bounds (connect and pool wait, statement, idle transaction) from the settings. */
+export const dbTimeouts = (settings: Readonly<Settings>) => ({
+  connectTimeoutMs: settings.dbConnectTimeoutMs,
+  statementTimeoutMs: settings.dbStatementTimeoutMs,
+  idleInTransactionTimeoutMs: settings.dbIdleInTransactionTimeoutMs,
+});
+
 export interface Runtime {
   engine: Engine;
   config: LoadedConfig;
@@ -32,6 +39,7 @@ export async function openRuntime(settings: Readonly<Settings>, logFd: 1 | 2 = 1
     databaseUrl: settings.databaseUrl,
     dataDir: settings.databaseUrl ? undefined : pgliteDir(settings.dataDir),
     onError: (err) => log.warn({ err: err.message }, 'database connection error'),
+    ...dbTimeouts(settings),
   });
   try {
     const applied = await migrate(db, (name) => log.info({ migration: name }, 'applied migration'));

@@ -6,6 +6,9 @@ import { parseAllowlist } from '../outbound/guard.ts';
  */
 export const ENV = {
   databaseUrl: 'DATABASE_URL',
+  dbConnectTimeoutMs: 'HERALD_DB_CONNECT_TIMEOUT_MS',
+  dbStatementTimeoutMs: 'HERALD_DB_STATEMENT_TIMEOUT_MS',
+  dbIdleInTransactionTimeoutMs: 'HERALD_DB_IDLE_TX_TIMEOUT_MS',
   dataDir: 'HERALD_DATA_DIR',
   configPath: 'HERALD_CONFIG',
   signingSecret: 'REQUEST_SIGNING_SECRET',
@@ -47,6 +50,12 @@ export const ENV = {
 
 export interface Settings {
   databaseUrl: string | undefined;
+  /** Postgres: connecting, and waiting for a free pooled connection; past it, the database is unavailable. */
+  dbConnectTimeoutMs: number;
+  /** Postgres: statement_timeout of herald's connections (0: none), also the base of the client-side bound. */
+  dbStatementTimeoutMs: number;
+  /** Postgres: idle_in_transaction_session_timeout of herald's connections (0: none). */
+  dbIdleInTransactionTimeoutMs: number;
   dataDir: string;
   configPath: string | undefined;
   /** Every active emit signing secret, as key bytes (rotation: all are accepted). */
@@ -236,6 +245,9 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
   }
   const settings: Settings = {
     databaseUrl: env[ENV.databaseUrl] || undefined,
+    dbConnectTimeoutMs: int(env, ENV.dbConnectTimeoutMs, 5_000, 100, 600_000),
+    dbStatementTimeoutMs: int(env, ENV.dbStatementTimeoutMs, 30_000, 0, 86_400_000),
+    dbIdleInTransactionTimeoutMs: int(env, ENV.dbIdleInTransactionTimeoutMs, 60_000, 0, 86_400_000),
     dataDir: env[ENV.dataDir] || './.herald',
     configPath: env[ENV.configPath] || undefined,
     signingSecrets,

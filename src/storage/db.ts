@@ -1,6 +1,13 @@
 /**
  * The storage seam. Everything above storage talks to Postgres through this small interface, so the
  * same queries run on a Postgres server (`pg`) and on embedded PGlite.
+ *
+ * Failures: a SQL error (a constraint, a cancelled statement) rejects as the driver reports it. A
+ * connection that could not be had or was lost — the server down or restarting, a terminated
+ * backend, a connect, pool-wait or client-side query timeout — rejects with DatabaseUnavailableError
+ * (src/errors.ts), never anything else, and never kills the process: its `outcomeUnknown` says
+ * whether something that commits by itself (a COMMIT; a statement or runTogether outside a
+ * transaction) had been sent, so the write may have happened.
  */
 export interface QueryResult<T> {
   rows: T[];

@@ -33,7 +33,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     });
     client.on('error', () => {});
     if (mode === 'refuse') return void client.resetAndDestroy();
-    if (mode === 'blackhole') return; // accepted, never answered
+    // Accepted, never answered; what the client sends is read and dropped, so its close is seen.
+    if (mode === 'blackhole') return void client.resume();
     const upstream = net.connect(target.port, target.host);
     pair.upstream = upstream;
     upstream.on('error', () => client.destroy());
@@ -56,10 +57,12 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
           pair.upstream?.destroy();
           pair.client.resetAndDestroy();
         } else {
-          // Stop forwarding in both directions; the sockets stay open and silent.
+          // Stop forwarding in both directions; the sockets stay open and silent. The client's bytes
+          // are read and dropped (not left unread), so a client that gives up and closes is seen
+          // to go (`open` counts it out).
           pair.client.unpipe();
           pair.upstream?.unpipe();
-          pair.client.pause();
+          pair.client.resume();
           pair.upstream?.pause();
         }
       }

@@ -3,7 +3,7 @@ import { migrate } from '../../storage/migrate.ts';
 import { openStorage } from '../../storage/open.ts';
 import { BOOTSTRAP_SQL } from '../../storage/queries/roles.ts';
 import { acquireDataDirLock } from '../data-dir-lock.ts';
-import { pgliteDir } from '../runtime.ts';
+import { dbTimeouts, pgliteDir } from '../runtime.ts';
 
 export async function migrateCommand(env: NodeJS.ProcessEnv, opts: { printBootstrap?: boolean } = {}): Promise<number> {
   if (opts.printBootstrap) {
@@ -15,7 +15,11 @@ export async function migrateCommand(env: NodeJS.ProcessEnv, opts: { printBootst
   // directory aborts it. Postgres serialises migrations with its own advisory lock (storage/migrate.ts).
   const release = settings.databaseUrl ? undefined : await acquireDataDirLock(settings.dataDir);
   try {
-    const db = await openStorage({ databaseUrl: settings.databaseUrl, dataDir: settings.databaseUrl ? undefined : pgliteDir(settings.dataDir) });
+    const db = await openStorage({
+      databaseUrl: settings.databaseUrl,
+      dataDir: settings.databaseUrl ? undefined : pgliteDir(settings.dataDir),
+      ...dbTimeouts(settings), // migrations themselves run without a statement timeout (withAdvisoryLock)
+    });
     try {
       const applied = await migrate(db, (name) => console.log(`applied ${name}`));
       console.log(applied.length ? `migrated: ${applied.length} migration(s) applied` : 'up to date: nothing to apply');
