@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
+import { Agent, request } from 'undici';
 import { signXSignature } from '../../src/intake/signing.ts';
 import { startHerald, type Proc } from '../helpers/processes.ts';
 
@@ -41,6 +42,9 @@ export async function startHeraldOn(databaseUrl: string, env: Record<string, str
     WORKFLOWS_DISABLED: '',
     WORKFLOWS_ENABLED: '',
     HERALD_JOB_POLL_MS: '50',
+    // A job whose connection died mid-flight runs again when its lease runs out (30 s by default):
+    // shorter here, so "the worker resumed" is checked within the test's bound.
+    HERALD_JOB_LEASE_MS: '5000',
     HERALD_LOG_LEVEL: 'info',
     NODE_ENV: 'production',
     ...env,
@@ -110,11 +114,17 @@ export interface EmitRecord {
   attempts: Attempt[];
 }
 
+/**
+ * The client: undici's request, not fetch (a third of fetch's CPU per request, measured here: the
+ * test process shares two cores with herald and Postgres), on its own keep-alive pool.
+ */
+const client = new Agent({ connections: null });
+
 /** Sends one signed emit with its key; never throws (a transport failure is an outcome too). */
 export async function sendEmit(url: string, rec: EmitRecord): Promise<Attempt> {
   const sentAt = Date.now();
   try {
-    const res = await fetch(`${url}/api/notifications/emit`, {
+    const res = await request(`${url}/api/notifications/emit`, {
       method: 'POST',
       body: rec.raw,
       headers: {
@@ -123,16 +133,26 @@ export async function sendEmit(url: string, rec: EmitRecord): Promise<Attempt> {
         'x-signature': signXSignature(Buffer.from(SIGNING_SECRET), rec.raw),
       },
       signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS),
+      dispatcher: client,
     });
-    const body = await res.text();
+    const body = await res.body.text();
+    const status = res.statusCode;
+    const retryAfter = res.headers['retry-after'];
     let eventId: string | undefined;
-    if (res.status === 200) eventId = (JSON.parse(body) as { eventId?: string }).eventId;
-    return { sentAt, answeredAt: Date.now(), status: res.status, retryAfter: res.headers.get('retry-after'), body: body.slice(0, 300), eventId };
+    if (status === 200) eventId = (JSON.parse(body) as { eventId?: string }).eventId;
+    return { sentAt, answeredAt: Date.now(), status, retryAfter: retryAfter === undefined ? null : String(retryAfter), body: body.slice(0, 300), eventId };
   } catch (err) {
-    const e = err as Error & { cause?: { code?: string } };
+    const e = err as Error & { code?: string };
+    const answeredAt = Date.now();
     const status =
-      e.name === 'TimeoutError' ? 'hung' : e.cause?.code === 'ECONNREFUSED' ? 'refused' : e.cause?.code === 'ECONNRESET' || e.cause?.code === 'UND_ERR_SOCKET' ? 'reset' : `error:${e.cause?.code ?? e.message}`;
-    return { sentAt, answeredAt: Date.now(), status, retryAfter: null, body: '' };
+      e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_ABORTED' || answeredAt - sentAt >= CLIENT_TIMEOUT_MS
+        ? 'hung'
+        : e.code === 'ECONNREFUSED'
+          ? 'refused'
+          : e.code === 'ECONNRESET' || e.code === 'UND_ERR_SOCKET' || e.code === 'EPIPE'
+            ? 'reset'
+            : `error:${e.code ?? e.message}`;
+    return { sentAt, answeredAt, status, retryAfter: null, body: '' };
   }
 }
 
@@ -275,6 +295,22 @@ export function tally(attempts: { status: number | string }[]): Record<string, n
   const out: Record<string, number> = {};
   for (const a of attempts) out[String(a.status)] = (out[String(a.status)] ?? 0) + 1;
   return out;
+}
+
+/**
+ * What the requests sent in each second from `from` got, compactly ("+0s 503x98 429x2 | +1s ..."):
+ * shows how an answer changes over a fault (e.g. overload sheds first, then 503s).
+ */
+export function timeline(attempts: Attempt[], from: number, to: number, bucketMs = 1000): string {
+  const buckets: Record<string, number>[] = [];
+  for (const a of attempts) {
+    if (a.sentAt < from || a.sentAt >= to) continue;
+    const b = (buckets[Math.floor((a.sentAt - from) / bucketMs)] ??= {});
+    b[String(a.status)] = (b[String(a.status)] ?? 0) + 1;
+  }
+  return [...buckets]
+    .map((b, i) => `+${(i * bucketMs) / 1000}s ${Object.entries(b ?? {}).map(([k, v]) => `${k}x${v}`).join(' ')}`)
+    .join(' | ');
 }
 
 /** A few examples of each unexpected outcome, for the failure message. */

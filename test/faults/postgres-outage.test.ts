@@ -28,6 +28,7 @@ import {
   startLoad,
   stopAllLoads,
   tally,
+  timeline,
   type Herald,
 } from './emit-load.ts';
 
@@ -128,6 +129,8 @@ test('Postgres stopped (-m immediate) under emit load and started again: 503s wh
 
   // The client's retries: every request not acknowledged is sent again with its key.
   const unacknowledged = records.filter((r) => firstAttempt(r).status !== 200).length;
+  // Before any retry: requests answered with an error whose write committed anyway (outcome unknown).
+  const committedUnacknowledged = (await ledger(dbUrl, records)).storedUnacknowledged;
   const stillFailing = h.alive() ? await retryUnacknowledged(h.url, records) : records.filter((r) => r.attempts[0]!.status !== 200);
   if (stillFailing.length) {
     problems.push(`${stillFailing.length} requests still not acknowledged after retries:\n${examples(stillFailing.map((r) => r.attempts[0]!))}`);
@@ -169,11 +172,12 @@ test('Postgres stopped (-m immediate) under emit load and started again: 503s wh
     hungOrTransport: firsts.filter((a) => typeof a.status === 'string').length,
     statuses,
     maxAnswerMsWhileDown: Math.max(0, ...whileDown.map((a) => a.answeredAt - a.sentAt)),
+    secondBySecond: timeline(firsts, downAt - 1000, (recoveredAt ?? upAt) + 1000),
     readyzWhileDown: tally(probes.filter((p) => p.path === '/readyz')),
     postgresRestartMs: upAt - restartAt,
     recoveryMsAfterPostgresBack: recoveredAt === undefined ? null : recoveredAt - upAt,
     unacknowledgedRetried: unacknowledged,
-    storedThoughUnacknowledged: l.storedUnacknowledged,
+    committedThoughNotAcknowledged: committedUnacknowledged,
     stillUnacknowledgedAfterRetries: stillFailing.length,
     worker: worker ?? 'process dead',
     eventsAfterRecovery: afterRecovery.length,

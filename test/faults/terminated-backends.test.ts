@@ -25,6 +25,7 @@ import {
   startLoad,
   stopAllLoads,
   tally,
+  timeline,
   withClient,
   type Herald,
 } from './emit-load.ts';
@@ -97,6 +98,8 @@ test('herald backends terminated repeatedly under emit load: the process lives, 
   else if (recoveredAt === undefined) problems.push(`no 200 within ${RECOVERY_BOUND_MS} ms of the last termination`);
 
   const unacknowledged = records.filter((r) => firstAttempt(r).status !== 200).length;
+  // Before any retry: requests answered with an error whose write committed anyway (outcome unknown).
+  const committedUnacknowledged = (await ledger(dbUrl, records)).storedUnacknowledged;
   const stillFailing = h.alive() ? await retryUnacknowledged(h.url, records) : records.filter((r) => r.attempts[0]!.status !== 200);
   if (stillFailing.length) {
     problems.push(`${stillFailing.length} requests still not acknowledged after retries:\n${examples(stillFailing.map((r) => r.attempts[0]!))}`);
@@ -129,9 +132,10 @@ test('herald backends terminated repeatedly under emit load: the process lives, 
     other5xx: firsts.filter((a) => typeof a.status === 'number' && a.status >= 500 && a.status !== 503).length,
     hungOrTransport: firsts.filter((a) => typeof a.status === 'string').length,
     statuses,
+    secondBySecond: timeline(firsts, firsts[0]?.sentAt ?? 0, (recoveredAt ?? lastKillAt) + 1000),
     recoveryMsAfterLastTermination: recoveredAt === undefined ? null : recoveredAt - lastKillAt,
     unacknowledgedRetried: unacknowledged,
-    storedThoughUnacknowledged: l.storedUnacknowledged,
+    committedThoughNotAcknowledged: committedUnacknowledged,
     stillUnacknowledgedAfterRetries: stillFailing.length,
     worker: worker ?? 'process dead',
     heraldAlive: h.alive(),
