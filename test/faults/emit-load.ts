@@ -70,6 +70,33 @@ export async function startHeraldOn(databaseUrl: string, env: Record<string, str
   };
 }
 
+/**
+ * herald's own warnings and errors (pino level >= 40), grouped by message and error with counts and
+ * first/last time relative to `since`: the evidence of what herald saw during a fault.
+ */
+export function heraldComplaints(output: string, since = 0): string {
+  const groups = new Map<string, { n: number; first: number; last: number }>();
+  for (const line of output.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let entry: { level?: number; time?: number; msg?: string; err?: unknown };
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if ((entry.level ?? 0) < 40) continue;
+    const err = typeof entry.err === 'string' ? entry.err : JSON.stringify(entry.err ?? '');
+    const key = `${entry.level === 40 ? 'warn' : entry.level === 50 ? 'error' : `level ${entry.level}`} ${entry.msg}: ${err.slice(0, 200)}`;
+    const g = groups.get(key) ?? { n: 0, first: entry.time ?? 0, last: 0 };
+    g.n++;
+    g.last = entry.time ?? 0;
+    groups.set(key, g);
+  }
+  return [...groups]
+    .map(([k, g]) => `  ${g.n}x ${k} (${since ? `+${g.first - since}..+${g.last - since} ms` : ''})`)
+    .join('\n');
+}
+
 export const tail = (text: string, lines: number) => text.trimEnd().split('\n').slice(-lines).join('\n');
 
 /** A tenant of three users (the actor and two recipients), written straight into the directory. */

@@ -28,6 +28,7 @@ import {
   startLoad,
   stopAllLoads,
   tally,
+  heraldComplaints,
   timeline,
   type Herald,
 } from './emit-load.ts';
@@ -189,5 +190,8 @@ test('Postgres stopped (-m immediate) under emit load and started again: 503s wh
   t.diagnostic(`fault numbers: ${JSON.stringify(numbers)}`);
   console.log(`fault numbers: ${JSON.stringify(numbers)}`);
 
-  if (problems.length) assert.fail(`${problems.length} problems:\n\n${problems.join('\n\n')}`);
+  if (problems.length) {
+    problems.push(`herald's warnings and errors (times from the start of the load):\n${heraldComplaints(h.proc.output(), t0)}`);
+    assert.fail(`${problems.length - 1} problems:\n\n${problems.join('\n\n')}`);
+  }
 });

@@ -25,6 +25,7 @@ import {
   startLoad,
   stopAllLoads,
   tally,
+  heraldComplaints,
   timeline,
   withClient,
   type Herald,
@@ -144,5 +145,8 @@ test('herald backends terminated repeatedly under emit load: the process lives, 
   t.diagnostic(`fault numbers: ${JSON.stringify(numbers)}`);
   console.log(`fault numbers: ${JSON.stringify(numbers)}`);
 
-  if (problems.length) assert.fail(`${problems.length} problems:\n\n${problems.join('\n\n')}`);
+  if (problems.length) {
+    problems.push(`herald's warnings and errors (times from the start of the load):\n${heraldComplaints(h.proc.output(), t0)}`);
+    assert.fail(`${problems.length - 1} problems:\n\n${problems.join('\n\n')}`);
+  }
 });

@@ -29,6 +29,7 @@ import {
   startLoad,
   stopAllLoads,
   tally,
+  heraldComplaints,
   tail,
   timeline,
   type Herald,
@@ -165,7 +166,9 @@ test('a running herald whose database stops answering (blackhole) answers 503 wi
   const cutAt = Date.now();
   phase('blackholed');
   const probes: { path: string; status: number | string; ms: number }[] = [];
+  const openThroughProxy: number[] = [];
   while (Date.now() - cutAt < BLACKHOLE_MS) {
+    openThroughProxy.push(proxy.open);
     await Promise.all(
       ['/healthz', '/readyz'].map(async (path) => {
         const s = Date.now();
@@ -250,6 +253,7 @@ test('a running herald whose database stops answering (blackhole) answers 503 wi
     statuses,
     maxAnswerMsInBlackhole: Math.max(0, ...firsts.filter((a) => a.sentAt >= cutAt && a.sentAt < restoredAt).map((a) => a.answeredAt - a.sentAt)),
     secondBySecond: timeline(firsts, cutAt - 1000, (recoveredAt ?? restoredAt) + 1000),
+    proxyOpenConnections: openThroughProxy.join(','),
     readyzInBlackhole: tally(probes.filter((p) => p.path === '/readyz')),
     recoveryMsAfterRestore: recoveredAt === undefined ? null : recoveredAt - restoredAt,
     unacknowledgedRetried: unacknowledged,
@@ -262,5 +266,8 @@ test('a running herald whose database stops answering (blackhole) answers 503 wi
   t.diagnostic(`fault numbers: ${JSON.stringify(numbers)}`);
   console.log(`fault numbers: ${JSON.stringify(numbers)}`);
 
-  if (problems.length) assert.fail(`${problems.length} problems:\n\n${problems.join('\n\n')}`);
+  if (problems.length) {
+    problems.push(`herald's warnings and errors (times from the start of the load):\n${heraldComplaints(h.proc.output(), t0)}`);
+    assert.fail(`${problems.length - 1} problems:\n\n${problems.join('\n\n')}`);
+  }
 });
