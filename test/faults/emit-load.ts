@@ -93,9 +93,11 @@ export function heraldComplaints(output: string, since = 0): string {
     groups.set(key, g);
   }
   return [...groups]
-    .map(([k, g]) => `  ${g.n}x ${k} (${since ? `+${g.first - since}..+${g.last - since} ms` : ''})`)
+    .map(([k, g]) => `  ${g.n}x ${k} (${since ? `${signed(g.first - since)}..${signed(g.last - since)} ms` : ''})`)
     .join('\n');
 }
+
+const signed = (n: number) => (n < 0 ? `${n}` : `+${n}`);
 
 export const tail = (text: string, lines: number) => text.trimEnd().split('\n').slice(-lines).join('\n');
 
