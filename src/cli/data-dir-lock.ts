@@ -1,4 +1,4 @@
-import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -16,8 +16,7 @@ export async function acquireDataDirLock(dataDir: string): Promise<() => void> {
       createWithContent(path, String(process.pid));
       break;
     } catch (err) {
-      // A second EEXIST: another process took the stale file over at the same moment; read who.
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 1) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 50) throw err;
       const owner = readOwner(path);
       if (owner && owner !== process.pid && isAlive(owner)) {
         throw new Error(
@@ -25,9 +24,12 @@ export async function acquireDataDirLock(dataDir: string): Promise<() => void> {
             `(several processes need a Postgres server: set DATABASE_URL).`,
         );
       }
-      // Stale: its process is gone. Removed only if it still names that process, so a file another
-      // process just wrote after taking it over is not removed under it.
-      if (readOwner(path) === owner) rmSync(path, { force: true });
+      // Stale: its process is gone. Two processes may find it stale at once; reading the owner and
+      // removing the file must then be one step, or the second would remove the file the first
+      // just wrote after taking over. A takeover guard (created exclusively, like the pid file)
+      // makes it one: only its holder re-reads and removes, and only a file that still names the
+      // dead process.
+      if (!removeStale(path, owner)) await new Promise((r) => setTimeout(r, 20));
     }
   }
   const release = () => {
@@ -40,6 +42,32 @@ export async function acquireDataDirLock(dataDir: string): Promise<() => void> {
   };
   process.once('exit', release);
   return release;
+}
+
+/**
+ * Removes the pid file if it still names `deadOwner`, under the takeover guard. False when another
+ * process holds the guard (the caller retries). A guard left by a process that died inside these
+ * few statements is stale after a few seconds and removed.
+ */
+function removeStale(path: string, deadOwner: number | undefined): boolean {
+  const guard = `${path}.takeover`;
+  try {
+    createWithContent(guard, String(process.pid));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    try {
+      if (Date.now() - statSync(guard).mtimeMs > 5_000) rmSync(guard, { force: true });
+    } catch {
+      /* removed meanwhile */
+    }
+    return false;
+  }
+  try {
+    if (readOwner(path) === deadOwner) rmSync(path, { force: true });
+  } finally {
+    rmSync(guard, { force: true });
+  }
+  return true;
 }
 
 /** Creates `path` holding `content`, or fails with EEXIST: a reader never sees it empty (link is atomic). */

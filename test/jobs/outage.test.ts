@@ -93,7 +93,7 @@ before(async () => {
     settings: resolveSettings({
       REQUEST_SIGNING_SECRET: SECRET,
       JWT_SECRET,
-      HERALD_JOB_LEASE_MS: '1500',
+      HERALD_JOB_LEASE_MS: '3000',
       HERALD_JOB_POLL_MS: '50',
       HERALD_MAINTENANCE_MS: '100',
     }),
@@ -152,13 +152,14 @@ test('a worker cut off from its database backs off, lives, and finishes every qu
     callsWhileCut = 0;
     const cutAt = Date.now();
     await queueWork(10); // queued while the worker cannot see the database
-    // Long enough for leases (1.5 s) to expire and for every loop to fail several times.
-    await new Promise((r) => setTimeout(r, 2_500));
+    // Long enough for leases (3 s: long enough that a late heartbeat on a busy box does not lose one
+    // once the database is back) to expire and for every loop to fail several times.
+    await new Promise((r) => setTimeout(r, 3_500));
     assert.deepEqual(unhandled, [], `no unhandled rejection while the database is ${mode === 'refuse' ? 'refusing' : 'silent'}`);
     cut = false;
     const cutFor = Date.now() - cutAt;
     // Without backoff the claim loop, the batch lane and two maintenance tasks try every poll
-    // (50 ms) or tick (100 ms): ~150 tries in 2.5 s. Backing off from there to 10 s, ~30.
+    // (50 ms) or tick (100 ms): ~200 tries in 3.5 s. Backing off from there to 10 s, ~30.
     console.log(`# ${mode}: ${callsWhileCut} database calls started by the worker during ${cutFor} ms cut off`);
     assert.ok(callsWhileCut < 60, `the worker backs off while the database is away (${callsWhileCut} calls in ${cutFor} ms)`);
     proxy.restore();

@@ -64,18 +64,19 @@ describe('migrations from 0006 on only add', () => {
 });
 
 /**
- * The commit that was serving when the newest migration first ran: HEAD while a migration is not
- * committed yet, else the parent of the last commit that added one. Or why there is none.
+ * The release that is serving when this release's migrations run: the last commit that landed
+ * before them (6038530, before 0008 and 0009). Pinned, not derived from the history: "the parent
+ * of the newest commit that added a migration" is a commit of this same release once it has
+ * several, and would already carry its code. Move it forward when a release lands.
  */
+const PREVIOUS_RELEASE = '6038530';
+
 function previousRelease(): { sha: string } | { skip: string } {
   const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   try {
-    if (git('rev-parse', '--is-shallow-repository') === 'true') return { skip: 'a shallow clone has no previous release' };
-    if (git('status', '--porcelain', '--', 'src/storage/migrations') !== '') return { sha: git('rev-parse', 'HEAD') };
-    const added = git('log', '-1', '--format=%H', '--diff-filter=A', '--', 'src/storage/migrations');
-    return { sha: git('rev-parse', `${added}^`) };
+    return { sha: git('rev-parse', '--verify', `${PREVIOUS_RELEASE}^{commit}`) };
   } catch {
-    return { skip: 'not a git checkout: the previous release is not at hand' };
+    return { skip: `the previous release (${PREVIOUS_RELEASE}) is not in this checkout's history (a shallow clone, or not a git checkout)` };
   }
 }
 

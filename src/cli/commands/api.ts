@@ -12,7 +12,7 @@ export interface ApiArgs {
 const METHOD = /^[A-Za-z]{1,16}$/;
 
 /** The method, upper-cased, and the URL the request goes to; undefined (after saying why) if invalid. */
-function target(base: string, args: ApiArgs): { method: string; url: URL } | undefined {
+function target(base: string, args: ApiArgs): { method: string; url: URL; signedPath: string } | undefined {
   if (!METHOD.test(args.method)) {
     console.error(`"${args.method}" is not an HTTP method (GET, PUT, POST, DELETE, …)`);
     return undefined;
@@ -21,7 +21,15 @@ function target(base: string, args: ApiArgs): { method: string; url: URL } | und
     console.error(`the path must start with "/" (e.g. /api/users/<id>), got "${args.path}"`);
     return undefined;
   }
-  return { method: args.method.toUpperCase(), url: new URL(args.path, base) };
+  // Joined, not resolved: `new URL('/api/…', 'https://host/prefix')` would drop a reverse proxy's prefix.
+  // The signature covers the path herald receives: without the prefix, which such a proxy strips.
+  const url = new URL(base);
+  const prefix = url.pathname.replace(/\/+$/, '');
+  const [path, query] = args.path.split(/\?(.*)/s, 2) as [string, string | undefined];
+  url.pathname = prefix + path;
+  url.search = query ? `?${query}` : '';
+  const signedPath = url.pathname.slice(prefix.length) + url.search;
+  return { method: args.method.toUpperCase(), url, signedPath };
 }
 
 /**
@@ -42,7 +50,7 @@ export async function apiCommand(env: NodeJS.ProcessEnv, args: ApiArgs): Promise
   const headers: Record<string, string> = body ? { 'content-type': 'application/json' } : {};
   // The URL object's path and query are what fetch puts on the wire (percent-encoded), so they are
   // what herald sees and what must be signed.
-  if (secret) Object.assign(headers, signatureHeaders(secret, t.method, t.url.pathname + t.url.search, body));
+  if (secret) Object.assign(headers, signatureHeaders(secret, t.method, t.signedPath, body));
   const f = await request(t.url.origin, t.url.pathname + t.url.search, { method: t.method, headers, body: body || undefined });
   if (!f.ok) return 1;
   printBody(f);
@@ -63,7 +71,7 @@ export async function signCommand(env: NodeJS.ProcessEnv, args: ApiArgs): Promis
     console.error(missingSigningSecret(settings));
     return 2;
   }
-  const headers = signatureHeaders(secret, t.method, t.url.pathname + t.url.search, args.body ?? '');
+  const headers = signatureHeaders(secret, t.method, t.signedPath, args.body ?? '');
   for (const [name, value] of Object.entries(headers)) console.log(`${name}: ${value}`);
   return 0;
 }
