@@ -5,7 +5,7 @@ import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
 import { EXPAND_EVENT_JOB, expandEventsHandler } from './intake/process-event.ts';
 import { createDirectWriter } from './intake/direct-writer.ts';
 import { createEventWriter } from './intake/event-writer.ts';
-import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
+import { dryRun, emit, emitRefusal, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
 import { createWorker, type Worker, type WorkerOptions } from './jobs/worker.ts';
 import type { Logger } from './log.ts';
@@ -35,7 +35,9 @@ export interface Engine {
   readonly metrics: Metrics;
   /** herald's own base URL (HERALD_URL, else http://HOST:PORT). */
   readonly baseUrl: string;
-  emit(rawBody: Buffer, idempotencyKey?: string): Promise<EmitOutcome>;
+  emit(rawBody: Buffer, idempotencyKey?: string, opts?: { abandoned?(): boolean }): Promise<EmitOutcome>;
+  /** The emit intake's queue: its size, and whether an emit arriving now would be shed. */
+  readonly intake: IntakeLoad;
   dryRun(rawBody: Buffer): ReturnType<typeof dryRun>;
   /** The provider of each delivery channel (SMTP, WhatsApp Cloud API, webhooks, or the dev outbox). */
   readonly providers: Providers;
@@ -43,16 +45,27 @@ export interface Engine {
   createWorker(overrides?: Partial<WorkerOptions>): Worker;
 }
 
+export interface IntakeLoad {
+  /** Emits waiting for their group commit. */
+  readonly queued: number;
+  /** Emits in group commits in flight. */
+  readonly writing: number;
+  /** Why an emit arriving now would be shed (OverloadedError, DatabaseUnavailableError), or undefined. */
+  refusal(): Error | undefined;
+}
+
 export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules: CompiledRules; log: Logger }): Engine {
   const { settings } = deps;
+  const bounds = { maxQueued: settings.intakeMaxQueue, maxWaitMs: settings.intakeMaxWaitMs, flushTimeoutMs: settings.intakeFlushTimeoutMs };
   const intake: IntakeDeps = {
     db: deps.db,
     rules: deps.rules,
     workflowMode: settings.workflowMode,
     idempotencyTtlHours: settings.idempotencyTtlHours,
-    writer: createEventWriter(deps.db, { ttlHours: settings.idempotencyTtlHours, maxBatch: settings.emitBatchMax }),
-    directWriter: createDirectWriter(deps.db, deps.rules, { maxBatch: settings.emitBatchMax, ttlHours: settings.idempotencyTtlHours }),
+    writer: createEventWriter(deps.db, { ttlHours: settings.idempotencyTtlHours, maxBatch: settings.emitBatchMax, bounds }),
+    directWriter: createDirectWriter(deps.db, deps.rules, { maxBatch: settings.emitBatchMax, ttlHours: settings.idempotencyTtlHours, bounds }),
   };
+  const activeWriter = settings.workflowMode ? intake.writer : intake.directWriter;
   const metrics = createMetrics(deps.db);
   const outbound = createOutboundFetch(settings.outboundAllowlist);
   const baseUrl = (settings.publicUrl ?? `http://${settings.host.includes(':') ? `[${settings.host}]` : settings.host}:${settings.port}`).replace(/\/+$/, '');
@@ -63,7 +76,16 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
     metrics,
     baseUrl,
     providers,
-    emit: (rawBody, idempotencyKey) => emit(intake, { rawBody, idempotencyKey }),
+    emit: (rawBody, idempotencyKey, opts) => emit(intake, { rawBody, idempotencyKey, abandoned: opts?.abandoned }),
+    intake: {
+      get queued() {
+        return activeWriter.queued;
+      },
+      get writing() {
+        return activeWriter.writing;
+      },
+      refusal: () => emitRefusal(intake),
+    },
     dryRun: (rawBody) => dryRun(intake, rawBody),
     createWorker: (overrides) =>
       createWorker({

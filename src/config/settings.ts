@@ -45,6 +45,10 @@ export const ENV = {
   unsubscribeSecret: 'HERALD_UNSUBSCRIBE_SECRET',
   channelTimeoutMs: 'HERALD_CHANNEL_TIMEOUT_MS',
   emitBatchMax: 'HERALD_EMIT_BATCH_MAX',
+  intakeMaxQueue: 'HERALD_INTAKE_MAX_QUEUE',
+  intakeMaxWaitMs: 'HERALD_INTAKE_MAX_WAIT_MS',
+  intakeFlushTimeoutMs: 'HERALD_INTAKE_FLUSH_TIMEOUT_MS',
+  shedLoopDelayMs: 'HERALD_SHED_LOOP_DELAY_MS',
   jobBatchMax: 'HERALD_JOB_BATCH_MAX',
 } as const;
 
@@ -111,6 +115,24 @@ export interface Settings {
   channelTimeoutMs: number;
   /** Most events one group commit writes (workflow-mode emit). */
   emitBatchMax: number;
+  /** Most emits waiting for their group commit; beyond it an emit is refused at once (429). */
+  intakeMaxQueue: number;
+  /**
+   * Longest an emit waits for its group commit to start; one that waited longer is dropped before
+   * its write (429), and once the oldest waiting emit has waited half of it, new emits are refused
+   * before their body is read.
+   */
+  intakeMaxWaitMs: number;
+  /**
+   * Longest an emit waits for its write to answer; then 503 (the outcome is unknown: retry with its
+   * key), and until a write answers again, emits are refused at once with 503.
+   */
+  intakeFlushTimeoutMs: number;
+  /**
+   * Event-loop delay (ms) above which, sustained, fewer emits are let in at once (the rest: 429);
+   * 0 turns this limit off (the intake queue's bounds still apply). See http/middleware/shed.ts.
+   */
+  shedLoopDelayMs: number;
   /** Most event-expansion jobs a worker claims and commits together. */
   jobBatchMax: number;
 }
@@ -280,6 +302,10 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     unsubscribeSecret: unsubscribeSecret(env, jwt, signingSecrets),
     channelTimeoutMs: int(env, ENV.channelTimeoutMs, 30_000, 100, 600_000),
     emitBatchMax: int(env, ENV.emitBatchMax, 1000, 1, 10_000),
+    intakeMaxQueue: int(env, ENV.intakeMaxQueue, 5000, 1, 1_000_000),
+    intakeMaxWaitMs: int(env, ENV.intakeMaxWaitMs, 1000, 1, 600_000),
+    intakeFlushTimeoutMs: int(env, ENV.intakeFlushTimeoutMs, 3000, 100, 600_000),
+    shedLoopDelayMs: int(env, ENV.shedLoopDelayMs, 10, 0, 10_000),
     jobBatchMax: int(env, ENV.jobBatchMax, 100, 1, 1000),
   };
   return Object.freeze(settings);

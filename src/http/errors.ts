@@ -1,8 +1,9 @@
 import type { Context } from 'hono';
-import { HttpError, ValidationError } from '../errors.ts';
+import { HttpError, OverloadedError, ValidationError } from '../errors.ts';
 import { TemplateError } from '../rules/templates.ts';
 import { isClientAbort, logClientAbort } from './client-abort.ts';
 import type { AppEnv } from './context.ts';
+import { databaseUnavailable, databaseUnavailableResponse, overloadedResponse } from './unavailable.ts';
 
 /**
  * Error bodies: herald's own API answers `{ok:false, error}`; the QStash-compatible API under /v2
@@ -24,6 +25,10 @@ export function errorResponse(err: Error, c: Context<AppEnv>): Response {
     c.get('engine')?.log.warn({ requestId: c.get('requestId'), err: err.message }, 'template render failed');
     return c.json({ ok: false, error: 'a notification template could not be rendered with this ctx' }, 400);
   }
+  // An outage or an overload is not a bug: 503 / 429 with Retry-After, a rate-limited warning.
+  const unavailable = databaseUnavailable(err);
+  if (unavailable) return databaseUnavailableResponse(c, unavailable);
+  if (err instanceof OverloadedError) return overloadedResponse(c, err);
   if (isClientAbort(err, c)) {
     logClientAbort(c, err);
     return c.json(errorBody(c, 'the request body was not received completely'), 400);

@@ -3,6 +3,7 @@ import type { Db } from '../storage/db.ts';
 import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts';
 import { insertDirectEvents, type IncomingEvent } from '../storage/queries/events.ts';
 import { completeKeys } from '../storage/queries/idempotency.ts';
+import type { WriterBounds } from './event-writer.ts';
 import { expandEvents } from './process-event.ts';
 
 /**
@@ -22,10 +23,12 @@ export type DirectWriter = GroupCommit<IncomingEvent, Record<string, unknown> | 
  * before the flush (a WAL flush per request: every x-signature request has a key), ~1,400/s.
  * If a flush fails, its events are retried one by one (see group-commit.ts), so a bad event
  * fails alone with its own error, and its key, claimed only inside the rolled-back transaction,
- * stays free for the client's retry.
+ * stays free for the client's retry — unless it failed because the database is unavailable: then
+ * they all fail together (503), and if the COMMIT was sent, the keys make the retries exact.
  */
-export function createDirectWriter(db: Db, rules: CompiledRules, opts: { maxBatch: number; ttlHours: number }): DirectWriter {
+export function createDirectWriter(db: Db, rules: CompiledRules, opts: { maxBatch: number; ttlHours: number; bounds?: WriterBounds }): DirectWriter {
   return createGroupCommit<IncomingEvent, Record<string, unknown> | null>({
+    ...opts.bounds,
     maxBatch: opts.maxBatch,
     // Two, like the event writer: one event with a huge audience then holds up only one of them.
     writers: db.kind === 'pglite' ? 1 : 2,

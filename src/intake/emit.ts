@@ -29,6 +29,8 @@ export interface EmitRequest {
   rawBody: Buffer;
   /** Idempotency-Key header, webhook-id, or a key derived from a legacy signature. */
   idempotencyKey?: string;
+  /** True once the client has gone away: an emit still waiting for its write is then dropped. */
+  abandoned?(): boolean;
 }
 
 export interface EmitOutcome {
@@ -53,7 +55,17 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   const ctx = validateCtx(rule, rawCtx);
 
   const event = incoming(type, ctx, req.idempotencyKey, req.rawBody);
-  return deps.workflowMode ? emitGrouped(deps, event) : emitDirect(deps, event);
+  return deps.workflowMode ? emitGrouped(deps, event, req.abandoned) : emitDirect(deps, event, req.abandoned);
+}
+
+/**
+ * Why an emit arriving now would be shed (its writer's queue is full, not keeping up, or the
+ * database has stopped answering), or undefined. The HTTP layer asks before it reads the body:
+ * refusing then costs next to nothing, which is what keeps the accepted requests fast under
+ * overload (see storage/group-commit.ts).
+ */
+export function emitRefusal(deps: IntakeDeps): Error | undefined {
+  return (deps.workflowMode ? deps.writer : deps.directWriter).refusal();
 }
 
 /** The event as every intake path takes it: its id, its tenant, and with a key the body's hash. */
@@ -75,8 +87,8 @@ function incoming(type: string, ctx: Record<string, unknown>, key: string | unde
  * taken, nothing was written for this request and the stored response (or the conflict) is the
  * answer. A failed delivery leaves no key behind (it was claimed in the rolled-back transaction).
  */
-async function emitDirect(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
-  const body = await deps.directWriter.submit(event);
+async function emitDirect(deps: IntakeDeps, event: IncomingEvent, abandoned?: () => boolean): Promise<EmitOutcome> {
+  const body = await deps.directWriter.submit(event, { abandoned });
   if (body) return { status: 200, body, replayed: false };
   return replayOrConflict(deps, event.key!, event.bodySha256!);
 }
@@ -88,11 +100,11 @@ async function emitDirect(deps: IntakeDeps, event: IncomingEvent): Promise<EmitO
  * statement; if the key was taken, nothing was written for this request (no event, no run) and the
  * stored response (or the conflict) is the answer.
  */
-async function emitGrouped(deps: IntakeDeps, event: IncomingEvent): Promise<EmitOutcome> {
+async function emitGrouped(deps: IntakeDeps, event: IncomingEvent, abandoned?: () => boolean): Promise<EmitOutcome> {
   const runs = runsToStart(deps.rules.workflows, event.type);
   const body = { ok: true, workflow: 'queued', eventId: event.id, ...(runs.length ? { workflowRuns: runs.map((r) => r.id) } : {}) };
   const submitted = runs.length ? { ...event, runs, response: body } : { ...event, response: body };
-  if (await deps.writer.submit(submitted)) return { status: 200, body, replayed: false };
+  if (await deps.writer.submit(submitted, { abandoned })) return { status: 200, body, replayed: false };
   return replayOrConflict(deps, event.key!, event.bodySha256!);
 }
 

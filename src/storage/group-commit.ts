@@ -1,3 +1,5 @@
+import { DatabaseUnavailableError, OverloadedError } from '../errors.ts';
+
 /**
  * Application-level group commit. Concurrent callers each submit one item; items that arrive
  * while a flush is in flight are coalesced into the next flush, which writes them all with one
@@ -9,6 +11,26 @@
  * There is no timer: a flush starts at the end of the event-loop turn in which items arrived, as
  * soon as a writer slot is free, so an idle system adds no latency and a busy one batches exactly
  * as much as arrived during the previous flush.
+ *
+ * The queue is bounded, in items and in time, so that overload is shed instead of queued (a queue
+ * that only grows turns every request's latency into seconds, and keeps writing for clients that
+ * gave up long ago):
+ * - `maxQueued`: a submit beyond it is refused at once (OverloadedError);
+ * - `maxWaitMs`: an item still queued that long is dropped, never written (a sojourn limit, as
+ *   CoDel's: what matters is how long items wait, not how many there are). `refusal()` refuses a
+ *   new item once the oldest waiting item has waited half of it: the writers are not keeping up,
+ *   and a new item would most likely be dropped after its body was parsed and validated for
+ *   nothing (the HTTP layer asks before it reads the body). The oldest item's wait measures the
+ *   writers' real pace, batch sizes and disk stalls included. A drain time predicted as
+ *   queued / recent throughput was left out: after an idle spell the recent throughput is the idle
+ *   one, not the writers' capacity, and it would refuse most of a burst that one flush can write;
+ * - an item whose caller went away (`abandoned()`) is dropped when its flush is assembled;
+ * - `flushTimeoutMs`: callers of a flush that has not answered within it get a
+ *   DatabaseUnavailableError with `outcomeUnknown` (the write may still commit: the idempotency key
+ *   makes the client's retry exact). The writer slot stays taken until the flush really settles.
+ *   From then until a flush settles, the writers are stalled: the database does not answer, so
+ *   what is refused or dropped meanwhile is refused as DatabaseUnavailableError (503), at once,
+ *   not as OverloadedError. Before that, a database that hangs cannot be told from a slow one.
  */
 export interface GroupCommitOptions<T, R> {
   /** Writes a batch and returns one result per item, in order. Must be all-or-nothing. */
@@ -22,68 +44,224 @@ export interface GroupCommitOptions<T, R> {
    * cannot insert a key twice); a later one waits for the next flush, where it sees the first.
    */
   conflictKey?(item: T): string | undefined;
+  /** Most items waiting for a flush (default: unbounded). */
+  maxQueued?: number;
+  /** Longest an item may wait for its flush to start (default: unbounded). */
+  maxWaitMs?: number;
+  /** Longest a caller waits for its item's flush to answer (default: unbounded). */
+  flushTimeoutMs?: number;
+}
+
+export interface SubmitOptions {
+  /** True once the caller has gone away (a client that disconnected): its item is not written. */
+  abandoned?(): boolean;
 }
 
 export interface GroupCommit<T, R> {
-  submit(item: T): Promise<R>;
+  submit(item: T, opts?: SubmitOptions): Promise<R>;
+  /**
+   * Why an item submitted now would be refused or dropped before its write (the queue is full,
+   * would take longer than its bound to drain, or the database has stopped answering), or
+   * undefined. Cheap: for callers that can refuse before doing the work of building an item.
+   */
+  refusal(): Error | undefined;
   /** Items waiting for a flush (metrics, tests). */
   readonly queued: number;
+  /** Items in flushes in flight (metrics, tests). */
+  readonly writing: number;
 }
 
 interface Waiting<T, R> {
   item: T;
+  /** When it started waiting for a writer (performance.now()): its submit, or its key's earlier item's flush. */
+  at: number;
+  abandoned: (() => boolean) | undefined;
   resolve(r: R): void;
   reject(e: unknown): void;
 }
 
-export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCommit<T, R> {
-  let queue: Waiting<T, R>[] = [];
-  let inFlight = 0;
-  let scheduled = false;
+const RETRY_AFTER_SECONDS = 1;
 
-  function take(): Waiting<T, R>[] {
+/**
+ * Errors that say nothing about the items of a batch but about the database or the connection
+ * (the driver's DatabaseUnavailableError; raw, SQLSTATE classes 08 connection, 53 insufficient
+ * resources, 58 system error, and 57P01-57P05, a server shutting down): retrying each item alone
+ * would only send more statements to a database that cannot take them. A statement timeout
+ * (57014) is not one of them: one item too big for the batch's time is what the retry isolates.
+ */
+function failsTheWholeBatch(err: unknown): boolean {
+  if (err instanceof DatabaseUnavailableError || err instanceof OverloadedError) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^((08|53|58)[0-9A-Z]{3}|57P0[1-5])$/.test(code);
+}
+
+export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCommit<T, R> {
+  const maxQueued = opts.maxQueued ?? Infinity;
+  const maxWaitMs = opts.maxWaitMs ?? Infinity;
+  const stallMs = opts.flushTimeoutMs ?? Infinity;
+  /** Items waiting for a writer, in submit order (so the oldest is first). */
+  let queue: Waiting<T, R>[] = [];
+  /**
+   * Items that wait for the flush of an earlier item with their conflict key, not for a writer:
+   * their wait bound starts when that flush does (a burst of one key's duplicates goes one flush
+   * each, and none of them is "late" for it). Older than anything in `queue` with their key.
+   */
+  let blocked: Waiting<T, R>[] = [];
+  let inFlight = 0;
+  let writing = 0;
+  let scheduled = false;
+  /** The last time a flush settled, or one started on idle writers: "the writers are moving". */
+  let progressAt = performance.now();
+  let sweepTimer: NodeJS.Timeout | undefined;
+
+  const stalled = (now: number) => inFlight > 0 && now - progressAt > stallMs;
+  const shedError = (why: string) => new OverloadedError(`herald is overloaded: ${why}; retry later`, RETRY_AFTER_SECONDS);
+  // Refusals are made once and shared: under overload they are most answers, and an Error's stack
+  // is captured when it is made.
+  const refused = {
+    stall: new DatabaseUnavailableError(`the database has not answered a write for over ${stallMs} ms`),
+    full: shedError(`${maxQueued} emits are already waiting for a write`),
+    slow: shedError(`emits are waiting over ${Math.round(maxWaitMs / 2)} ms for a write`),
+    late: shedError(`waited over ${maxWaitMs} ms for a write`),
+    gone: shedError('the client went away before its write'),
+  };
+  const lateError = (now: number) => (stalled(now) ? refused.stall : refused.late);
+
+  /** Rejects every waiting item whose bound passed. */
+  function dropExpired(now: number): void {
+    let err: Error | undefined;
+    const keep = (list: Waiting<T, R>[]) =>
+      list.filter((w) => {
+        if (now - w.at <= maxWaitMs) return true;
+        w.reject((err ??= lateError(now)));
+        return false;
+      });
+    if (queue.length > 0 && now - queue[0]!.at > maxWaitMs) queue = keep(queue);
+    if (blocked.length > 0) blocked = keep(blocked);
+  }
+
+  /**
+   * While items wait and no writer is free, a timer answers each one when its bound passes (the
+   * writers may be stuck: an item must not wait for them to find out it is too late).
+   */
+  function armSweep(): void {
+    if (sweepTimer || maxWaitMs === Infinity) return;
+    let oldest = queue.length > 0 ? queue[0]!.at : Infinity;
+    for (const w of blocked) oldest = Math.min(oldest, w.at);
+    if (oldest === Infinity) return;
+    sweepTimer = setTimeout(() => {
+      sweepTimer = undefined;
+      dropExpired(performance.now());
+      armSweep();
+    }, Math.max(0, oldest + maxWaitMs - performance.now()) + 1);
+  }
+
+  function take(now: number): Waiting<T, R>[] {
     const batch: Waiting<T, R>[] = [];
-    const rest: Waiting<T, R>[] = [];
     const keys = new Set<string>();
-    for (const w of queue) {
-      const key = opts.conflictKey?.(w.item);
-      if (batch.length >= opts.maxBatch || (key !== undefined && keys.has(key))) {
-        rest.push(w);
-        continue;
+    const stillBlocked: Waiting<T, R>[] = [];
+    const rest: Waiting<T, R>[] = [];
+    let late: Error | undefined;
+    // The blocked first: they came before any item of their key still in the queue.
+    for (const [list, full] of [[blocked, stillBlocked], [queue, rest]] as const) {
+      for (const w of list) {
+        // Never start a write for a request that is already answered by its bound, or given up.
+        if (now - w.at > maxWaitMs) {
+          w.reject((late ??= lateError(now)));
+          continue;
+        }
+        if (w.abandoned?.()) {
+          w.reject(refused.gone);
+          continue;
+        }
+        const key = opts.conflictKey?.(w.item);
+        if (key !== undefined && keys.has(key)) {
+          w.at = now;
+          stillBlocked.push(w);
+          continue;
+        }
+        if (batch.length >= opts.maxBatch) {
+          full.push(w);
+          continue;
+        }
+        if (key !== undefined) keys.add(key);
+        batch.push(w);
       }
-      if (key !== undefined) keys.add(key);
-      batch.push(w);
     }
+    blocked = stillBlocked;
     queue = rest;
     return batch;
   }
 
+  /** Runs one flush and answers its callers; settles when the flush itself has (not at its timeout). */
   async function write(batch: Waiting<T, R>[]): Promise<void> {
+    let answered = false;
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.flushTimeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        answered = true;
+        const err = new DatabaseUnavailableError(`the database did not answer the write within ${opts.flushTimeoutMs} ms`, true);
+        for (const w of batch) w.reject(err);
+      }, opts.flushTimeoutMs);
+    }
     try {
       const results = await opts.flush(batch.map((w) => w.item));
-      batch.forEach((w, i) => w.resolve(results[i]!));
+      if (!answered) batch.forEach((w, i) => w.resolve(results[i]!));
     } catch (err) {
-      if (batch.length === 1) return batch[0]!.reject(err);
-      // One bad item must not fail its neighbours: the batch rolled back, so retry each alone.
-      for (const w of batch) await write([w]);
+      // Callers answered at the timeout are not written again: they were told the outcome is unknown.
+      if (answered) return;
+      if (batch.length === 1 || failsTheWholeBatch(err)) {
+        for (const w of batch) w.reject(err);
+        return;
+      }
+      // One bad item must not fail its neighbours: the batch rolled back, so retry each alone
+      // (but not for a caller that has gone meanwhile).
+      clearTimeout(timer);
+      timer = undefined;
+      for (const w of batch) {
+        if (w.abandoned?.()) w.reject(refused.gone);
+        else await write([w]);
+      }
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   function pump(): void {
-    while (inFlight < opts.writers && queue.length > 0) {
-      const batch = take();
+    const now = performance.now();
+    while (inFlight < opts.writers && queue.length + blocked.length > 0) {
+      const batch = take(now);
+      if (batch.length === 0) break;
+      if (inFlight === 0) progressAt = now;
       inFlight++;
+      writing += batch.length;
       void write(batch).finally(() => {
         inFlight--;
+        writing -= batch.length;
+        progressAt = performance.now();
         pump();
       });
     }
+    armSweep();
+  }
+
+  function refusal(now?: number): Error | undefined {
+    if (queue.length === 0 && inFlight < opts.writers) return undefined;
+    now ??= performance.now();
+    if (stalled(now)) return refused.stall;
+    const waiting = queue.length + blocked.length;
+    if (waiting >= maxQueued) return refused.full;
+    if (queue.length > 0 && now - queue[0]!.at > maxWaitMs / 2) return refused.slow;
+    return undefined;
   }
 
   return {
-    submit(item) {
+    submit(item, submitOpts) {
+      const now = performance.now();
+      const refused = refusal(now);
+      if (refused) return Promise.reject(refused);
       return new Promise<R>((resolve, reject) => {
-        queue.push({ item, resolve, reject });
+        queue.push({ item, at: now, abandoned: submitOpts?.abandoned, resolve, reject });
         // Start the flush at the end of this turn of the event loop, not now: callers woken by
         // the previous flush's acknowledgement submit their next items in this same turn, and
         // they should share one flush rather than the first one leaving alone.
@@ -96,8 +274,12 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
         }
       });
     },
+    refusal: () => refusal(),
     get queued() {
-      return queue.length;
+      return queue.length + blocked.length;
+    },
+    get writing() {
+      return writing;
     },
   };
 }

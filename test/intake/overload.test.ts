@@ -1,0 +1,315 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { serve, type ServerType } from '@hono/node-server';
+import { DatabaseUnavailableError, OverloadedError } from '../../src/errors.ts';
+import { createGroupCommit } from '../../src/storage/group-commit.ts';
+import { BACKEND } from '../helpers/db.ts';
+import { createTestHerald, eventually, signedHeaders, type TestHerald } from '../helpers/herald.ts';
+import { seedTenant } from '../helpers/fixtures.ts';
+
+// Overload: every in-memory queue on the intake path is bounded. Beyond its bound an emit is
+// refused at once (429 + Retry-After, before its body is read), an emit that waited in the queue
+// past its bound is dropped before its write, and so is one whose client went away; nothing is
+// ever written for a request that was refused or abandoned. A flush that fails because the
+// database is unavailable fails its items together (503), without the item-by-item retry that
+// isolates a bad item. Behaviour only: the bounds are set small and the writers held by the test.
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+/** A group commit whose flushes the test settles by hand, recording what each carried. */
+function manual(opts: { maxQueued?: number; maxWaitMs?: number; writers?: number } = {}) {
+  const flushes: { items: number[]; resolve(): void; reject(e: Error): void }[] = [];
+  const gc = createGroupCommit<number, string>({
+    maxBatch: 100,
+    writers: opts.writers ?? 1,
+    maxQueued: opts.maxQueued,
+    maxWaitMs: opts.maxWaitMs,
+    flush: (items) =>
+      new Promise((resolve, reject) => {
+        flushes.push({ items, resolve: () => resolve(items.map((n) => `ok ${n}`)), reject });
+      }),
+  });
+  return { gc, flushes };
+}
+
+const outcome = (s: PromiseSettledResult<string>) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).name);
+
+describe('group commit bounds (unit)', () => {
+  test('beyond maxQueued, submit is refused at once with OverloadedError and the flush never sees the item', async () => {
+    const { gc, flushes } = manual({ maxQueued: 2 });
+    const first = gc.submit(1);
+    await tick();
+    assert.equal(flushes.length, 1, 'the first item is being written');
+    assert.equal(gc.refusal(), undefined, 'room in the queue: an item would be admitted');
+    const queued = [gc.submit(2), gc.submit(3)];
+    assert.ok(gc.refusal() instanceof OverloadedError, 'a full queue refuses before anything is submitted');
+    const shed = gc.submit(4);
+    await assert.rejects(shed, (e: unknown) => e instanceof OverloadedError && e.retryAfterSeconds >= 1);
+    flushes[0]!.resolve();
+    await tick();
+    flushes[1]!.resolve();
+    assert.deepEqual((await Promise.allSettled([first, ...queued])).map(outcome), ['ok 1', 'ok 2', 'ok 3']);
+    assert.deepEqual(flushes.map((f) => f.items), [[1], [2, 3]]);
+  });
+
+  test('an item that waited longer than maxWaitMs is dropped before its flush, even while every writer is busy', async () => {
+    const { gc, flushes } = manual({ maxWaitMs: 100 });
+    const first = gc.submit(1);
+    await tick();
+    const late = gc.submit(2);
+    // The only writer stays busy: the item is answered when its bound passes, not when a writer frees.
+    await assert.rejects(late, (e: unknown) => e instanceof OverloadedError);
+    const rest = Promise.allSettled([first, gc.submit(3)]);
+    flushes[0]!.resolve();
+    await tick();
+    flushes[1]!.resolve();
+    assert.deepEqual((await rest).map(outcome), ['ok 1', 'ok 3']);
+    assert.deepEqual(flushes.map((f) => f.items), [[1], [3]], 'item 2 was never written');
+  });
+
+  test('an item whose caller gave up (abandoned) is dropped before its flush', async () => {
+    const { gc, flushes } = manual();
+    const first = gc.submit(1);
+    await tick();
+    let gone = false;
+    const all = Promise.allSettled([first, gc.submit(2, { abandoned: () => gone }), gc.submit(3, { abandoned: () => false })]);
+    gone = true;
+    flushes[0]!.resolve();
+    await tick();
+    flushes[1]!.resolve();
+    assert.deepEqual((await all).map(outcome), ['ok 1', 'OverloadedError', 'ok 3']);
+    assert.deepEqual(flushes.map((f) => f.items), [[1], [3]]);
+  });
+
+  test('a flush that fails because the database is unavailable fails its items together: no item-by-item retry', async () => {
+    let calls = 0;
+    const gc = createGroupCommit<number, number>({
+      maxBatch: 10,
+      writers: 1,
+      async flush() {
+        calls++;
+        await tick();
+        throw new DatabaseUnavailableError('Connection terminated unexpectedly', true);
+      },
+    });
+    const settled = await Promise.allSettled([1, 2, 3, 4, 5].map((n) => gc.submit(n)));
+    assert.equal(calls, 1, 'one statement against a dead database, not one per item');
+    for (const s of settled) {
+      assert.equal(s.status, 'rejected');
+      assert.ok((s as PromiseRejectedResult).reason instanceof DatabaseUnavailableError);
+      assert.equal(((s as PromiseRejectedResult).reason as DatabaseUnavailableError).outcomeUnknown, true);
+    }
+  });
+
+  test('a flush that fails on a connection-level SQLSTATE (08xxx, 57P01) is not retried item by item either', async () => {
+    for (const code of ['08006', '57P01', '53300']) {
+      let calls = 0;
+      const gc = createGroupCommit<number, number>({
+        maxBatch: 10,
+        writers: 1,
+        async flush() {
+          calls++;
+          await tick();
+          throw Object.assign(new Error(`server said ${code}`), { code });
+        },
+      });
+      const settled = await Promise.allSettled([1, 2, 3].map((n) => gc.submit(n)));
+      assert.equal(calls, 1, code);
+      assert.ok(settled.every((s) => s.status === 'rejected'), code);
+    }
+  });
+});
+
+/**
+ * Holds both writers: a transaction of the test's that locks the events table (Postgres: the
+ * writers' statements wait for it in the server; PGlite: its single connection is taken until the
+ * test lets go). Resolves once the lock is held.
+ */
+async function holdWriters(h: TestHerald): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held!: () => void;
+  const locked = new Promise<void>((r) => (held = r));
+  const done = h.db.transaction(async (tx) => {
+    await tx.query(`LOCK TABLE herald_events IN EXCLUSIVE MODE`);
+    held();
+    await gate;
+  });
+  await locked;
+  return async () => {
+    release();
+    await done;
+  };
+}
+
+const writers = BACKEND === 'postgres' ? 2 : 1;
+
+describe('emit over HTTP under overload', () => {
+  let h: TestHerald;
+  let tenantId: string;
+  let actor: string;
+  before(async () => {
+    // A wait bound far beyond the test's own pace: only the queue's size refuses here.
+    h = await createTestHerald({ env: { HERALD_INTAKE_MAX_QUEUE: '3', HERALD_INTAKE_MAX_WAIT_MS: '60000' } });
+    const seeded = await seedTenant(h, ['actor']);
+    tenantId = seeded.tenantId;
+    actor = seeded.users.actor!;
+  });
+  after(async () => h?.close());
+
+  const body = (name: string) => ({ type: 'obra.completed', ctx: { tenantId, actorId: actor, obra: { id: 'obra-9', name, percentage: 100 } } });
+  const stored = async (names: string[], on = h) =>
+    (await on.db.query<{ name: string }>(`SELECT ctx->'obra'->>'name' AS name FROM herald_events WHERE ctx->'obra'->>'name' = ANY($1)`, [names])).rows
+      .map((r) => r.name)
+      .sort();
+  /** Sends an emit and waits until it is being written or queued (one more item in the intake). */
+  async function admitted(name: string, on = h): Promise<{ res: Promise<Response> }> {
+    const before = on.engine.intake.queued + on.engine.intake.writing;
+    const res = on.post('/api/notifications/emit', body(name));
+    const answered = res.then((r) => `answered ${r.status} before it was queued`);
+    await Promise.race([eventually(async () => on.engine.intake.queued + on.engine.intake.writing > before), answered.then((m) => Promise.reject(new Error(m)))]);
+    return { res };
+  }
+
+  test('a full queue sheds at once: 429 + Retry-After, before the body is read; nothing is written for the shed requests', async () => {
+    const run = randomUUID().slice(0, 8);
+    const release = await holdWriters(h);
+    const accepted: Promise<Response>[] = [];
+    const names: string[] = [];
+    try {
+      // Fill the writers, then the queue (3).
+      for (let i = 0; i < writers + 3; i++) {
+        names.push(`${run} accepted ${i}`);
+        accepted.push((await admitted(names.at(-1)!)).res);
+      }
+      assert.equal(h.engine.intake.queued, 3);
+      const shedNames = [`${run} shed 1`, `${run} shed 2`];
+      for (const name of shedNames) {
+        const res = await h.post('/api/notifications/emit', body(name));
+        assert.equal(res.status, 429, await res.clone().text());
+        const retryAfter = res.headers.get('retry-after');
+        assert.ok(retryAfter && Number(retryAfter) >= 1, `Retry-After: ${retryAfter}`);
+        const answer = (await res.json()) as { ok: boolean; error: string };
+        assert.equal(answer.ok, false);
+        assert.match(answer.error, /overloaded/);
+      }
+      // Refused before the body is even read: an unsigned, malformed request is shed the same way.
+      const garbage = await h.app.request('/api/notifications/emit', { method: 'POST', body: '{not json', headers: { 'content-type': 'application/json' } });
+      assert.equal(garbage.status, 429);
+      // The engine refuses too (a caller that skips the HTTP layer).
+      await assert.rejects(h.engine.emit(Buffer.from(JSON.stringify(body(`${run} shed 3`)))), (e: unknown) => e instanceof OverloadedError);
+    } finally {
+      await release();
+    }
+    for (const res of await Promise.all(accepted)) assert.equal(res.status, 200);
+    assert.deepEqual(await stored([...names, `${run} shed 1`, `${run} shed 2`, `${run} shed 3`]), [...names].sort());
+  });
+
+  test('an emit that waited in the queue longer than HERALD_INTAKE_MAX_WAIT_MS is answered 429 and never written', async () => {
+    const quick = await createTestHerald({ env: { HERALD_INTAKE_MAX_WAIT_MS: '200' } });
+    const run = randomUUID().slice(0, 8);
+    const release = await holdWriters(quick);
+    const names = Array.from({ length: writers }, (_, i) => `${run} writing ${i}`);
+    const writing: Promise<Response>[] = [];
+    let late: Response;
+    try {
+      for (const name of names) writing.push((await admitted(name, quick)).res);
+      // The writers are still held: the late emit waits in the queue and is answered when its
+      // bound passes.
+      late = await quick.post('/api/notifications/emit', body(`${run} late`));
+    } finally {
+      await release();
+    }
+    try {
+      assert.equal(late.status, 429, await late.clone().text());
+      assert.ok(Number(late.headers.get('retry-after')) >= 1);
+      for (const res of await Promise.all(writing)) assert.equal(res.status, 200);
+      assert.deepEqual(await stored([...names, `${run} late`], quick), [...names].sort());
+    } finally {
+      await quick.close();
+    }
+  });
+
+  test('an emit whose client disconnected before its flush is not written', async () => {
+    const run = randomUUID().slice(0, 8);
+    let server!: ServerType;
+    const port = await new Promise<number>((resolve) => {
+      server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => resolve(info.port));
+    });
+    const connections = () => new Promise<number>((r) => server.getConnections((_e, n) => r(n)));
+    /** A raw HTTP/1.1 emit on its own connection; resolves with the status line. */
+    const rawEmit = (name: string) => {
+      const raw = JSON.stringify(body(name));
+      const socket = net.connect(port, '127.0.0.1');
+      const headers = { ...signedHeaders(raw), 'content-length': String(Buffer.byteLength(raw)), host: '127.0.0.1', connection: 'close' };
+      socket.write(`POST /api/notifications/emit HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${raw}`);
+      const status = new Promise<number>((resolve) => {
+        let text = '';
+        socket.on('data', (d) => (text += d.toString()));
+        socket.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0)));
+        socket.on('error', () => {});
+      });
+      return { socket, status };
+    };
+    try {
+      const release = await holdWriters(h);
+      const names = Array.from({ length: writers }, (_, i) => `${run} writing ${i}`);
+      const kept = `${run} kept`;
+      const gone = `${run} gone`;
+      let writing: { status: Promise<number> }[] = [];
+      try {
+        for (const name of names) {
+          const before = h.engine.intake.writing;
+          writing.push(rawEmit(name));
+          await eventually(async () => h.engine.intake.writing > before);
+        }
+        const stays = rawEmit(kept);
+        const leaves = rawEmit(gone);
+        await eventually(async () => h.engine.intake.queued === 2);
+        writing = [...writing, stays];
+        leaves.socket.destroy();
+        // The server has seen the client go (its side of the connection is closed).
+        await eventually(async () => (await connections()) === writers + 1);
+      } finally {
+        await release();
+      }
+      for (const w of writing) assert.equal(await w.status, 200);
+      assert.deepEqual(await stored([...names, kept, gone]), [...names, kept].sort(), 'the abandoned emit was dropped before its flush');
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('an emit whose flush outlives HERALD_INTAKE_FLUSH_TIMEOUT_MS is answered 503 (outcome unknown); its retry with the same key replays exactly one event', async () => {
+    const slow = await createTestHerald({ env: { HERALD_INTAKE_FLUSH_TIMEOUT_MS: '200' } });
+    try {
+      const { tenantId: tid, users } = await seedTenant(slow, ['actor']);
+      const raw = { type: 'obra.completed', ctx: { tenantId: tid, actorId: users.actor!, obra: { id: 'o', name: 'held', percentage: 100 } } };
+      const key = `held-${randomUUID()}`;
+      const release = await holdWriters(slow);
+      let first: Response;
+      try {
+        first = await slow.post('/api/notifications/emit', raw, { headers: { 'idempotency-key': key } });
+      } finally {
+        await release();
+      }
+      assert.equal(first.status, 503, await first.clone().text());
+      assert.ok(Number(first.headers.get('retry-after')) >= 1);
+      assert.equal(((await first.json()) as { error: string }).error, 'database unavailable');
+      // The held write goes on once the writers are let go (it commits); the client retries after.
+      await eventually(async () => slow.engine.intake.writing === 0);
+      const retry = await eventually(async () => {
+        const r = await slow.post('/api/notifications/emit', raw, { headers: { 'idempotency-key': key } });
+        return r.status === 200 ? r : undefined;
+      });
+      const { rows } = await slow.db.query<{ id: string }>(`SELECT id::text FROM herald_events`);
+      assert.equal(rows.length, 1, 'the held flush committed once; the retry stored nothing new');
+      assert.equal(((await retry.json()) as { eventId: string }).eventId, rows[0]!.id);
+      assert.equal(retry.headers.get('idempotent-replayed'), 'true');
+    } finally {
+      await slow.close();
+    }
+  });
+});
