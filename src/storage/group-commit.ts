@@ -112,6 +112,13 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
   let scheduled = false;
   /** The last time a flush settled, or one started on idle writers: "the writers are moving". */
   let progressAt = performance.now();
+  /**
+   * The last time a flush wrote (resolved). An item that waited its whole bound with no write
+   * completing meanwhile did not wait behind other emits (overload: writes complete every few
+   * ms) but behind a database that does not answer: that is an outage (503), even before the
+   * flush timeout declares the writers stalled.
+   */
+  let wroteAt = performance.now();
   let sweepTimer: NodeJS.Timeout | undefined;
 
   const stalled = (now: number) => inFlight > 0 && now - progressAt > stallMs;
@@ -123,17 +130,18 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     full: shedError(`${maxQueued} emits are already waiting for a write`),
     slow: shedError(`emits are waiting over ${Math.round(maxWaitMs / 2)} ms for a write`),
     late: shedError(`waited over ${maxWaitMs} ms for a write`),
+    silent: new DatabaseUnavailableError(`no write has completed for over ${maxWaitMs} ms: the database is not answering`),
     gone: shedError('the client went away before its write'),
   };
-  const lateError = (now: number) => (stalled(now) ? refused.stall : refused.late);
+  const lateError = (now: number, w: Waiting<T, R>) =>
+    stalled(now) ? refused.stall : wroteAt < w.at ? refused.silent : refused.late;
 
   /** Rejects every waiting item whose bound passed. */
   function dropExpired(now: number): void {
-    let err: Error | undefined;
     const keep = (list: Waiting<T, R>[]) =>
       list.filter((w) => {
         if (now - w.at <= maxWaitMs) return true;
-        w.reject((err ??= lateError(now)));
+        w.reject(lateError(now, w));
         return false;
       });
     if (queue.length > 0 && now - queue[0]!.at > maxWaitMs) queue = keep(queue);
@@ -161,13 +169,12 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     const keys = new Set<string>();
     const stillBlocked: Waiting<T, R>[] = [];
     const rest: Waiting<T, R>[] = [];
-    let late: Error | undefined;
     // The blocked first: they came before any item of their key still in the queue.
     for (const [list, full] of [[blocked, stillBlocked], [queue, rest]] as const) {
       for (const w of list) {
         // Never start a write for a request that is already answered by its bound, or given up.
         if (now - w.at > maxWaitMs) {
-          w.reject((late ??= lateError(now)));
+          w.reject(lateError(now, w));
           continue;
         }
         if (w.abandoned?.()) {
@@ -206,6 +213,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     }
     try {
       const results = await opts.flush(batch.map((w) => w.item));
+      wroteAt = performance.now();
       if (!answered) batch.forEach((w, i) => w.resolve(results[i]!));
     } catch (err) {
       // Callers answered at the timeout are not written again: they were told the outcome is unknown.
@@ -251,7 +259,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     if (stalled(now)) return refused.stall;
     const waiting = queue.length + blocked.length;
     if (waiting >= maxQueued) return refused.full;
-    if (queue.length > 0 && now - queue[0]!.at > maxWaitMs / 2) return refused.slow;
+    if (queue.length > 0 && now - queue[0]!.at > maxWaitMs / 2) return wroteAt < queue[0]!.at ? refused.silent : refused.slow;
     return undefined;
   }
 

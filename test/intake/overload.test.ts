@@ -19,10 +19,10 @@ import { seedTenant } from '../helpers/fixtures.ts';
 const tick = () => new Promise((r) => setImmediate(r));
 
 /** A group commit whose flushes the test settles by hand, recording what each carried. */
-function manual(opts: { maxQueued?: number; maxWaitMs?: number; writers?: number } = {}) {
+function manual(opts: { maxQueued?: number; maxWaitMs?: number; writers?: number; maxBatch?: number } = {}) {
   const flushes: { items: number[]; resolve(): void; reject(e: Error): void }[] = [];
   const gc = createGroupCommit<number, string>({
-    maxBatch: 100,
+    maxBatch: opts.maxBatch ?? 100,
     writers: opts.writers ?? 1,
     maxQueued: opts.maxQueued,
     maxWaitMs: opts.maxWaitMs,
@@ -54,19 +54,37 @@ describe('group commit bounds (unit)', () => {
     assert.deepEqual(flushes.map((f) => f.items), [[1], [2, 3]]);
   });
 
-  test('an item that waited longer than maxWaitMs is dropped before its flush, even while every writer is busy', async () => {
-    const { gc, flushes } = manual({ maxWaitMs: 100 });
+  test('an item that waited longer than maxWaitMs while no write completed is dropped before its flush as an outage (the database is not answering)', async () => {
+    const { gc, flushes } = manual({ maxWaitMs: 300 });
     const first = gc.submit(1);
     await tick();
     const late = gc.submit(2);
-    // The only writer stays busy: the item is answered when its bound passes, not when a writer frees.
-    await assert.rejects(late, (e: unknown) => e instanceof OverloadedError);
+    // The only writer stays stuck: the item is answered when its bound passes, not when a writer
+    // frees; and since nothing was written during its whole wait, the cause is the database (503),
+    // not other emits ahead of it (429).
+    await assert.rejects(late, (e: unknown) => e instanceof DatabaseUnavailableError && !e.outcomeUnknown);
     const rest = Promise.allSettled([first, gc.submit(3)]);
     flushes[0]!.resolve();
     await tick();
     flushes[1]!.resolve();
     assert.deepEqual((await rest).map(outcome), ['ok 1', 'ok 3']);
     assert.deepEqual(flushes.map((f) => f.items), [[1], [3]], 'item 2 was never written');
+  });
+
+  test('an item that waited longer than maxWaitMs while writes went on is shed as overload and never written', async () => {
+    const { gc, flushes } = manual({ maxWaitMs: 100, maxBatch: 1 });
+    const first = gc.submit(1);
+    await tick();
+    const second = gc.submit(2);
+    const late = gc.submit(3);
+    // A write completes during item 3's wait (then item 2 takes the writer): it waited behind
+    // other emits, which is overload.
+    await new Promise((r) => setTimeout(r, 30));
+    flushes[0]!.resolve();
+    await assert.rejects(late, (e: unknown) => e instanceof OverloadedError);
+    flushes[1]!.resolve();
+    assert.deepEqual((await Promise.allSettled([first, second])).map(outcome), ['ok 1', 'ok 2']);
+    assert.deepEqual(flushes.map((f) => f.items), [[1], [2]], 'item 3 was never written');
   });
 
   test('an item whose caller gave up (abandoned) is dropped before its flush', async () => {
@@ -207,7 +225,7 @@ describe('emit over HTTP under overload', () => {
     assert.deepEqual(await stored([...names, `${run} shed 1`, `${run} shed 2`, `${run} shed 3`]), [...names].sort());
   });
 
-  test('an emit that waited in the queue longer than HERALD_INTAKE_MAX_WAIT_MS is answered 429 and never written', async () => {
+  test('an emit that waited in the queue longer than HERALD_INTAKE_MAX_WAIT_MS while no write completed is answered 503 (the database is not answering) and never written', async () => {
     const quick = await createTestHerald({ env: { HERALD_INTAKE_MAX_WAIT_MS: '200' } });
     const run = randomUUID().slice(0, 8);
     const release = await holdWriters(quick);
@@ -217,13 +235,15 @@ describe('emit over HTTP under overload', () => {
     try {
       for (const name of names) writing.push((await admitted(name, quick)).res);
       // The writers are still held: the late emit waits in the queue and is answered when its
-      // bound passes.
+      // bound passes. Nothing was written during its wait, so the database, not other emits, held
+      // it: 503 (shedding behind writes that go on is 429: the unit tests above).
       late = await quick.post('/api/notifications/emit', body(`${run} late`));
     } finally {
       await release();
     }
     try {
-      assert.equal(late.status, 429, await late.clone().text());
+      assert.equal(late.status, 503, await late.clone().text());
+      assert.match(await late.clone().text(), /database/);
       assert.ok(Number(late.headers.get('retry-after')) >= 1);
       for (const res of await Promise.all(writing)) assert.equal(res.status, 200);
       assert.deepEqual(await stored([...names, `${run} late`], quick), [...names].sort());
@@ -279,6 +299,42 @@ describe('emit over HTTP under overload', () => {
       assert.deepEqual(await stored([...names, kept, gone]), [...names, kept].sort(), 'the abandoned emit was dropped before its flush');
     } finally {
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('while the event loop runs late, emits are refused with 429 before their body is read; once it keeps time again, they are accepted', {
+    skip: BACKEND === 'postgres' ? undefined : 'PGlite runs its database on the event loop: its lateness is not a queue, and this limit is off there',
+  }, async () => {
+    const shedding = await createTestHerald({ env: { HERALD_SHED_TARGET_MS: '10' } });
+    const { tenantId: tid, users } = await seedTenant(shedding, ['actor']);
+    const emitBody = (name: string) => ({ type: 'obra.completed', ctx: { tenantId: tid, actorId: users.actor!, obra: { id: 'o', name, percentage: 100 } } });
+    const run = randomUUID().slice(0, 8);
+    // Hold the loop up: 40 ms of synchronous work at every turn of a 1 ms timer (a process whose
+    // CPU is taken, as when it serves more than it can).
+    const hog = setInterval(() => {
+      const until = performance.now() + 40;
+      while (performance.now() < until);
+    }, 1);
+    const answers: number[] = [];
+    try {
+      for (let i = 0; i < 20 && !answers.includes(429); i++) {
+        const res = await shedding.post('/api/notifications/emit', emitBody(`${run} late loop ${i}`));
+        answers.push(res.status);
+        if (res.status === 429) {
+          assert.ok(Number(res.headers.get('retry-after')) >= 1);
+          assert.match(((await res.json()) as { error: string }).error, /overloaded/);
+        }
+      }
+    } finally {
+      clearInterval(hog);
+    }
+    try {
+      assert.ok(answers.includes(429), `answers while the loop was late: ${answers.join(', ')}`);
+      await eventually(async () => (await shedding.post('/api/notifications/emit', emitBody(`${run} on time`))).status === 200);
+      const refused = answers.map((s, i) => (s === 429 ? `${run} late loop ${i}` : undefined)).filter((n): n is string => !!n);
+      assert.deepEqual(await stored(refused, shedding), [], 'nothing written for a refused emit');
+    } finally {
+      await shedding.close();
     }
   });
 
