@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,15 @@ import pg from 'pg';
  * if this process dies without running either (SIGKILL from a test-runner timeout), by a detached
  * watchdog that stops it and deletes its directory once this process is gone.
  */
-export const PG_BIN = process.env.HERALD_TEST_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+/** The newest installed server's binaries (Debian keeps each major version under its own directory). */
+export const PG_BIN = process.env.HERALD_TEST_PG_BIN ?? newestPgBin();
+
+function newestPgBin(): string {
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root) ? readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a)) : [];
+  const found = versions.map((v) => join(root, v, 'bin')).find((dir) => existsSync(join(dir, 'initdb')));
+  return found ?? join(root, '15', 'bin');
+}
 
 /** Why a private cluster cannot run here, or undefined when it can. */
 export function clusterUnavailable(): string | undefined {
