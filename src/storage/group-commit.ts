@@ -81,6 +81,13 @@ interface Waiting<T, R> {
 }
 
 const RETRY_AFTER_SECONDS = 1;
+/**
+ * After a write failed to reach the database, emits are refused with 503 at once for this long,
+ * then one flush is let through as a probe (a circuit breaker, half-open every DOWN_PROBE_MS):
+ * during an outage every emit is answered 503 without a statement sent for it, whatever else
+ * (overload shedding) would have said, and herald notices the database is back within this.
+ */
+const DOWN_PROBE_MS = 250;
 
 /**
  * Errors that say nothing about the items of a batch but about the database or the connection
@@ -119,6 +126,8 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
    * flush timeout declares the writers stalled.
    */
   let wroteAt = performance.now();
+  /** The last write that failed to reach the database, as the refusal to give until a probe writes. */
+  let down: { at: number; refusal: DatabaseUnavailableError } | undefined;
   let sweepTimer: NodeJS.Timeout | undefined;
 
   const stalled = (now: number) => inFlight > 0 && now - progressAt > stallMs;
@@ -214,11 +223,16 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     try {
       const results = await opts.flush(batch.map((w) => w.item));
       wroteAt = performance.now();
+      down = undefined;
       if (!answered) batch.forEach((w, i) => w.resolve(results[i]!));
     } catch (err) {
       // Callers answered at the timeout are not written again: they were told the outcome is unknown.
       if (answered) return;
       if (batch.length === 1 || failsTheWholeBatch(err)) {
+        if (err instanceof DatabaseUnavailableError) {
+          // Nothing is sent for a refused emit, so its refusal's outcome is known.
+          down = { at: performance.now(), refusal: new DatabaseUnavailableError(err.message) };
+        }
         for (const w of batch) w.reject(err);
         return;
       }
@@ -254,8 +268,9 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
   }
 
   function refusal(now?: number): Error | undefined {
-    if (queue.length === 0 && inFlight < opts.writers) return undefined;
     now ??= performance.now();
+    if (down && now - down.at < DOWN_PROBE_MS) return down.refusal;
+    if (queue.length === 0 && inFlight < opts.writers) return undefined;
     if (stalled(now)) return refused.stall;
     const waiting = queue.length + blocked.length;
     if (waiting >= maxQueued) return refused.full;

@@ -101,6 +101,31 @@ describe('group commit bounds (unit)', () => {
     assert.deepEqual(flushes.map((f) => f.items), [[1], [3]]);
   });
 
+  test('after a write failed to reach the database, emits are refused with 503 at once, a probe goes through after a short pause, and a write that succeeds closes the breaker', async () => {
+    let reachable = false;
+    const flushed: number[][] = [];
+    const gc = createGroupCommit<number, string>({
+      maxBatch: 10,
+      writers: 1,
+      async flush(items) {
+        flushed.push(items);
+        if (!reachable) throw new DatabaseUnavailableError('cannot connect to the database (connection refused)');
+        return items.map((n) => `ok ${n}`);
+      },
+    });
+    await assert.rejects(gc.submit(1), (e: unknown) => e instanceof DatabaseUnavailableError);
+    // Refused before anything is sent: the refusal's outcome is known, and no flush sees item 2.
+    assert.ok(gc.refusal() instanceof DatabaseUnavailableError, 'the database is known to be down');
+    await assert.rejects(gc.submit(2), (e: unknown) => e instanceof DatabaseUnavailableError && !e.outcomeUnknown);
+    assert.deepEqual(flushed, [[1]]);
+    reachable = true;
+    // After the pause a probe is let through; it writes, and emits are admitted again.
+    await eventually(async () => gc.refusal() === undefined, 2_000);
+    assert.equal(await gc.submit(3), 'ok 3');
+    assert.equal(gc.refusal(), undefined);
+    assert.deepEqual(flushed, [[1], [3]], 'item 2 was never written');
+  });
+
   test('a flush that fails because the database is unavailable fails its items together: no item-by-item retry', async () => {
     let calls = 0;
     const gc = createGroupCommit<number, number>({
@@ -183,11 +208,16 @@ describe('emit over HTTP under overload', () => {
       .map((r) => r.name)
       .sort();
   /** Sends an emit and waits until it is being written or queued (one more item in the intake). */
-  async function admitted(name: string, on = h): Promise<{ res: Promise<Response> }> {
-    const before = on.engine.intake.queued + on.engine.intake.writing;
+  /**
+   * Sends an emit and waits until it is in the intake: being written ('writing': a writer took it)
+   * or at least waiting ('queued').
+   */
+  async function admitted(name: string, on = h, until: 'writing' | 'queued' = 'queued'): Promise<{ res: Promise<Response> }> {
+    const count = () => (until === 'writing' ? on.engine.intake.writing : on.engine.intake.queued + on.engine.intake.writing);
+    const before = count();
     const res = on.post('/api/notifications/emit', body(name));
-    const answered = res.then((r) => `answered ${r.status} before it was queued`);
-    await Promise.race([eventually(async () => on.engine.intake.queued + on.engine.intake.writing > before), answered.then((m) => Promise.reject(new Error(m)))]);
+    const answered = res.then(async (r) => `answered ${r.status} ${await r.clone().text()} before it was ${until}`);
+    await Promise.race([eventually(async () => count() > before), answered.then((m) => Promise.reject(new Error(m)))]);
     return { res };
   }
 
@@ -200,7 +230,7 @@ describe('emit over HTTP under overload', () => {
       // Fill the writers, then the queue (3).
       for (let i = 0; i < writers + 3; i++) {
         names.push(`${run} accepted ${i}`);
-        accepted.push((await admitted(names.at(-1)!)).res);
+        accepted.push((await admitted(names.at(-1)!, h, i < writers ? 'writing' : 'queued')).res);
       }
       assert.equal(h.engine.intake.queued, 3);
       const shedNames = [`${run} shed 1`, `${run} shed 2`];
@@ -233,7 +263,7 @@ describe('emit over HTTP under overload', () => {
     const writing: Promise<Response>[] = [];
     let late: Response;
     try {
-      for (const name of names) writing.push((await admitted(name, quick)).res);
+      for (const name of names) writing.push((await admitted(name, quick, 'writing')).res);
       // The writers are still held: the late emit waits in the queue and is answered when its
       // bound passes. Nothing was written during its wait, so the database, not other emits, held
       // it: 503 (shedding behind writes that go on is 429: the unit tests above).
