@@ -332,42 +332,6 @@ describe('emit over HTTP under overload', () => {
     }
   });
 
-  test('while the event loop runs late, emits are refused with 429 before their body is read; once it keeps time again, they are accepted', {
-    skip: BACKEND === 'postgres' ? undefined : 'PGlite runs its database on the event loop: its lateness is not a queue, and this limit is off there',
-  }, async () => {
-    const shedding = await createTestHerald({ env: { HERALD_SHED_TARGET_MS: '10' } });
-    const { tenantId: tid, users } = await seedTenant(shedding, ['actor']);
-    const emitBody = (name: string) => ({ type: 'obra.completed', ctx: { tenantId: tid, actorId: users.actor!, obra: { id: 'o', name, percentage: 100 } } });
-    const run = randomUUID().slice(0, 8);
-    // Hold the loop up: 40 ms of synchronous work at every turn of a 1 ms timer (a process whose
-    // CPU is taken, as when it serves more than it can).
-    const hog = setInterval(() => {
-      const until = performance.now() + 40;
-      while (performance.now() < until);
-    }, 1);
-    const answers: number[] = [];
-    try {
-      for (let i = 0; i < 20 && !answers.includes(429); i++) {
-        const res = await shedding.post('/api/notifications/emit', emitBody(`${run} late loop ${i}`));
-        answers.push(res.status);
-        if (res.status === 429) {
-          assert.ok(Number(res.headers.get('retry-after')) >= 1);
-          assert.match(((await res.json()) as { error: string }).error, /overloaded/);
-        }
-      }
-    } finally {
-      clearInterval(hog);
-    }
-    try {
-      assert.ok(answers.includes(429), `answers while the loop was late: ${answers.join(', ')}`);
-      await eventually(async () => (await shedding.post('/api/notifications/emit', emitBody(`${run} on time`))).status === 200);
-      const refused = answers.map((s, i) => (s === 429 ? `${run} late loop ${i}` : undefined)).filter((n): n is string => !!n);
-      assert.deepEqual(await stored(refused, shedding), [], 'nothing written for a refused emit');
-    } finally {
-      await shedding.close();
-    }
-  });
-
   test('an emit whose flush outlives HERALD_INTAKE_FLUSH_TIMEOUT_MS is answered 503 (outcome unknown); its retry with the same key replays exactly one event', async () => {
     const slow = await createTestHerald({ env: { HERALD_INTAKE_FLUSH_TIMEOUT_MS: '200' } });
     try {
