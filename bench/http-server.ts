@@ -16,7 +16,13 @@ export interface ServerConfig {
   dataDir?: string;
   env?: Record<string, string>;
 }
-export type ServerCommand = { id: number } & ({ cmd: 'meter-start'; loopDelay?: boolean } | { cmd: 'meter-stop' } | { cmd: 'reset' } | { cmd: 'verify'; ids: string[] });
+export type ServerCommand = { id: number } & (
+  | { cmd: 'meter-start'; loopDelay?: boolean }
+  | { cmd: 'meter-stop' }
+  | { cmd: 'reset' }
+  | { cmd: 'verify'; ids: string[] }
+  | { cmd: 'rss' }
+);
 
 process.on('disconnect', () => process.exit(0));
 // A normal exit, so a V8 CPU profile (HERALD_BENCH_SERVER_PROF) is written.
@@ -29,7 +35,7 @@ process.once('message', async (cfg: ServerConfig) => {
   let meter: Meter | undefined;
   // How long ready work (a request, a query's reply) waited for the event loop during the window.
   let loopDelay: IntervalHistogram | undefined;
-  // Time inside the server per request (handler called → response ready), with the loop delay:
+  // Time inside the server per accepted request (handler called → response ready), with the loop delay:
   // what the client sees beyond it is sockets, the kernel's scheduling and the load generator.
   const handling: number[] = [];
   process.on('message', async (m: ServerCommand) => {
@@ -56,6 +62,8 @@ process.once('message', async (cfg: ServerConfig) => {
         worker = h.engine.createWorker();
         await worker.start();
       } else if (m.cmd === 'verify') result = await verifyRows(h.db, m.ids);
+      // Resident memory now, in MB (the overload case reads it at the start and end of its window).
+      else if (m.cmd === 'rss') result = process.memoryUsage().rss / 2 ** 20;
       process.send!({ id: m.id, ok: true, result });
     } catch (err) {
       process.send!({ id: m.id, ok: false, error: (err as Error).message });
@@ -65,7 +73,8 @@ process.once('message', async (cfg: ServerConfig) => {
   const fetch = (req: Request, env: unknown) => {
     if (!loopDelay) return app.fetch(req, env);
     const t = performance.now();
-    return Promise.resolve(app.fetch(req, env)).then((res) => (handling.push(performance.now() - t), res));
+    // Accepted requests only (a 429 of the overload case is fast whatever the load).
+    return Promise.resolve(app.fetch(req, env)).then((res) => (res.status === 200 && handling.push(performance.now() - t), res));
   };
   serve({ fetch, port: 0, hostname: '127.0.0.1' }, (info) => process.send!({ port: info.port }));
 });

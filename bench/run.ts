@@ -24,7 +24,7 @@ import type { ModeResult } from './lib/result.ts';
 import { FULL, QUICK } from './lib/sizes.ts';
 import { markdownTable, summarise } from './lib/table.ts';
 
-const ORDER = ['raw', 'graphile-default', 'graphile-batched', 'pgboss', 'herald', 'herald-runs', 'herald-wakeups', 'herald-http', 'herald-pglite', 'herald-fanout', 'herald-inbox'];
+const ORDER = ['raw', 'graphile-default', 'graphile-batched', 'pgboss', 'herald', 'herald-runs', 'herald-wakeups', 'herald-http', 'herald-pglite', 'herald-overload', 'herald-fanout', 'herald-inbox'];
 /** Run only when asked for (--soak or --only). */
 const OPTIONAL = ['herald-soak'];
 const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));

@@ -2,6 +2,7 @@ import { graphileSubject } from './cases/graphile.ts';
 import { runFanout } from './cases/fanout.ts';
 import { runHttp } from './cases/herald-http.ts';
 import { runInbox } from './cases/inbox.ts';
+import { runOverload } from './cases/overload.ts';
 import { countNotifies, heraldSubject } from './cases/herald-queue.ts';
 import { pgbossSubject } from './cases/pgboss.ts';
 import { runRaw } from './cases/raw.ts';
@@ -103,6 +104,12 @@ export const SUBJECTS: Record<string, Subject> = {
   'herald-pglite': {
     run: (ctx) =>
       runHttp({ subject: 'herald HTTP emit (embedded PGlite)', pglite: true, modes: ['workflow'], n: ctx.sizes.http.pgliteN, clients: ctx.sizes.http.clients, maxMs: ctx.sizes.http.maxMs }, ctx.report),
+  },
+  // 3× the measured capacity, open loop: what is accepted stays fast, the rest is shed with 429.
+  'herald-overload': {
+    once: true,
+    timeoutMs: (sizes) => sizes.overload.seconds * 1000 + 300_000,
+    run: (ctx) => runOverload({ url: ctx.url, clients: ctx.sizes.http.clients, ...ctx.sizes.overload }, ctx.report),
   },
   'herald-fanout': { run: (ctx) => runFanout(ctx.url, ctx.sizes.fanout, ctx.report) },
   'herald-inbox': { once: true, run: (ctx) => runInbox(ctx.url, ctx.sizes.inboxRows, ctx.sizes.inboxIterations, ctx.sizes.runs, ctx.report) },

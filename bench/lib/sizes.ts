@@ -18,6 +18,11 @@ export interface Sizes {
   inboxIterations: number;
   /** The soak (only with --soak): its length and the window each table row covers. */
   soak: { minutes: number; windowS: number };
+  /**
+   * The overload case: 3× the measured capacity for `seconds`, over up to `sockets` connections;
+   * its capacity probe and unloaded window last `probeSeconds` each.
+   */
+  overload: { seconds: number; probeSeconds: number; sockets: number };
 }
 
 export const FULL: Sizes = {
@@ -44,6 +49,7 @@ export const FULL: Sizes = {
   inboxRows: 1_000_000,
   inboxIterations: 500,
   soak: { minutes: 10, windowS: 60 },
+  overload: { seconds: 60, probeSeconds: 5, sockets: 256 },
 };
 
 export const QUICK: Sizes = {
@@ -68,4 +74,5 @@ export const QUICK: Sizes = {
   inboxRows: 100_000,
   inboxIterations: 200,
   soak: { minutes: 1, windowS: 10 },
+  overload: { seconds: 5, probeSeconds: 2, sockets: 256 },
 };

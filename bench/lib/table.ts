@@ -81,6 +81,12 @@ function details(s: Summary): string[] {
   if (e.backlogEvents !== undefined) out.push(`backlog at the window's end ${fmt(e.backlogEvents)} events`);
   if (e.handlingP99Ms !== undefined) out.push(`inside the server p50 ${fmt(e.handlingP50Ms)} / p99 ${fmt(e.handlingP99Ms)} ms`);
   if (e.loopDelayMaxMs !== undefined) out.push(`server event-loop delay p99 ${fmt(e.loopDelayP99Ms)} / max ${fmt(e.loopDelayMaxMs)} ms`);
+  if (e.shedRate !== undefined) {
+    out.push(`shed ${fmt(e.shedRate)}/s with 429 (their p99 ${fmt(e.shedP99Ms)} ms)`);
+    out.push(`accepted max ${fmt(e.acceptedMaxMs)} ms, p99 ${fmt(s.p99 / e.unloadedP99Ms!)}× the unloaded p99 (${fmt(e.unloadedP99Ms)} ms)`);
+    out.push(`${fmt(e.fiveHundreds)} 5xx`);
+    out.push(`server RSS ${fmt(e.rssStartMb)} → ${fmt(e.rssEndMb)} MB`);
+  }
   return out;
 }
 

@@ -48,7 +48,7 @@ export const ENV = {
   intakeMaxQueue: 'HERALD_INTAKE_MAX_QUEUE',
   intakeMaxWaitMs: 'HERALD_INTAKE_MAX_WAIT_MS',
   intakeFlushTimeoutMs: 'HERALD_INTAKE_FLUSH_TIMEOUT_MS',
-  shedLoopDelayMs: 'HERALD_SHED_LOOP_DELAY_MS',
+  shedTargetMs: 'HERALD_SHED_TARGET_MS',
   jobBatchMax: 'HERALD_JOB_BATCH_MAX',
 } as const;
 
@@ -129,10 +129,12 @@ export interface Settings {
    */
   intakeFlushTimeoutMs: number;
   /**
-   * Event-loop delay (ms) above which, sustained, fewer emits are let in at once (the rest: 429);
-   * 0 turns this limit off (the intake queue's bounds still apply). See http/middleware/shed.ts.
+   * Postgres: how long an accepted emit should take in the server (ms). Emits in progress are
+   * limited to about throughput × this, and while the event loop runs later than this, emits are
+   * refused at random; the rest get 429. 0 turns both off (the intake queue's bounds still apply).
+   * See http/middleware/shed.ts.
    */
-  shedLoopDelayMs: number;
+  shedTargetMs: number;
   /** Most event-expansion jobs a worker claims and commits together. */
   jobBatchMax: number;
 }
@@ -305,7 +307,7 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     intakeMaxQueue: int(env, ENV.intakeMaxQueue, 5000, 1, 1_000_000),
     intakeMaxWaitMs: int(env, ENV.intakeMaxWaitMs, 1000, 1, 600_000),
     intakeFlushTimeoutMs: int(env, ENV.intakeFlushTimeoutMs, 3000, 100, 600_000),
-    shedLoopDelayMs: int(env, ENV.shedLoopDelayMs, 10, 0, 10_000),
+    shedTargetMs: int(env, ENV.shedTargetMs, 10, 0, 10_000),
     jobBatchMax: int(env, ENV.jobBatchMax, 100, 1, 1000),
   };
   return Object.freeze(settings);

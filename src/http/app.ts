@@ -16,6 +16,7 @@ import { qstashRoutes } from './routes/qstash.ts';
 import { dlqRoutes } from './routes/qstash-dlq.ts';
 import { bearerToken } from './middleware/bearer-token.ts';
 import { bodyLimit } from './middleware/body-limit.ts';
+import { withEmitShedding } from './middleware/shed.ts';
 import { userRoutes } from './routes/users.ts';
 import { workflowRoutes } from './routes/workflows.ts';
 
@@ -58,6 +59,8 @@ export function createApp(engine: Engine) {
   app.route('/', metricsRoutes);
   app.notFound((c) => c.json(errorBody(c, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => errorResponse(coerceError(err), c));
+  // Emits are shed under overload before routing (the cheapest refusal: middleware/shed.ts).
+  app.fetch = withEmitShedding(engine, app.fetch);
   return app;
 }
 

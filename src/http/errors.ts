@@ -3,7 +3,7 @@ import { HttpError, OverloadedError, ValidationError } from '../errors.ts';
 import { TemplateError } from '../rules/templates.ts';
 import { isClientAbort, logClientAbort } from './client-abort.ts';
 import type { AppEnv } from './context.ts';
-import { databaseUnavailable, databaseUnavailableResponse, overloadedResponse } from './unavailable.ts';
+import { databaseUnavailable, refusalResponse } from './unavailable.ts';
 
 /**
  * Error bodies: herald's own API answers `{ok:false, error}`; the QStash-compatible API under /v2
@@ -27,8 +27,8 @@ export function errorResponse(err: Error, c: Context<AppEnv>): Response {
   }
   // An outage or an overload is not a bug: 503 / 429 with Retry-After, a rate-limited warning.
   const unavailable = databaseUnavailable(err);
-  if (unavailable) return databaseUnavailableResponse(c, unavailable);
-  if (err instanceof OverloadedError) return overloadedResponse(c, err);
+  if (unavailable) return refusalResponse(c, unavailable);
+  if (err instanceof OverloadedError) return refusalResponse(c, err);
   if (isClientAbort(err, c)) {
     logClientAbort(c, err);
     return c.json(errorBody(c, 'the request body was not received completely'), 400);

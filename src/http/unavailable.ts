@@ -59,15 +59,13 @@ function warnRateLimited(log: Logger | undefined, kind: string, fields: Record<s
   byKind.set(kind, { lastLoggedAt: now, since: 0 });
 }
 
-export function databaseUnavailableResponse(c: Context<AppEnv>, err: DatabaseUnavailableError): Response {
-  warnRateLimited(
-    c.get('engine')?.log,
-    'database',
-    { requestId: c.get('requestId'), path: c.req.path, err: err.message, outcomeUnknown: err.outcomeUnknown },
-    'database unavailable: answering 503',
-  );
-  c.header('Retry-After', String(DATABASE_RETRY_AFTER_SECONDS));
-  const body: Record<string, unknown> = c.req.path.startsWith('/v2/')
+/** An outage's or an overload's answer: status, Retry-After and body, by path (`{error}` under /v2). */
+export function refusal(err: DatabaseUnavailableError | OverloadedError, path: string): { status: 429 | 503; retryAfter: string; body: Record<string, unknown> } {
+  const v2 = path.startsWith('/v2/');
+  if (err instanceof OverloadedError) {
+    return { status: 429, retryAfter: String(Math.max(1, Math.ceil(err.retryAfterSeconds))), body: v2 ? { error: err.message } : { ok: false, error: err.message, retryable: true } };
+  }
+  const body = v2
     ? { error: 'database unavailable' }
     : {
         ok: false,
@@ -76,11 +74,18 @@ export function databaseUnavailableResponse(c: Context<AppEnv>, err: DatabaseUna
         ...(err.outcomeUnknown ? { outcome: 'unknown: retry with the same Idempotency-Key' } : {}),
         retryable: true,
       };
-  return c.json(body, 503);
+  return { status: 503, retryAfter: String(DATABASE_RETRY_AFTER_SECONDS), body };
 }
 
-export function overloadedResponse(c: Context<AppEnv>, err: OverloadedError): Response {
-  warnRateLimited(c.get('engine')?.log, 'overload', { path: c.req.path, reason: err.message }, 'overloaded: shedding requests with 429');
-  c.header('Retry-After', String(Math.max(1, Math.ceil(err.retryAfterSeconds))));
-  return c.json(c.req.path.startsWith('/v2/') ? { error: err.message } : { ok: false, error: err.message, retryable: true }, 429);
+/** Logs the refusal, at most once per LOG_EVERY_MS per kind and logger. */
+export function logRefusal(log: Logger | undefined, err: DatabaseUnavailableError | OverloadedError, path: string, requestId?: string): void {
+  if (err instanceof OverloadedError) warnRateLimited(log, 'overload', { path, reason: err.message }, 'overloaded: shedding requests with 429');
+  else warnRateLimited(log, 'database', { requestId, path, err: err.message, outcomeUnknown: err.outcomeUnknown }, 'database unavailable: answering 503');
+}
+
+export function refusalResponse(c: Context<AppEnv>, err: DatabaseUnavailableError | OverloadedError): Response {
+  logRefusal(c.get('engine')?.log, err, c.req.path, c.get('requestId'));
+  const r = refusal(err, c.req.path);
+  c.header('Retry-After', r.retryAfter);
+  return c.json(r.body, r.status);
 }

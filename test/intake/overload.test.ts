@@ -4,6 +4,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { serve, type ServerType } from '@hono/node-server';
 import { DatabaseUnavailableError, OverloadedError } from '../../src/errors.ts';
+import { adapt, answered, MAX_LIMIT, MIN_LIMIT, newLimiter, refusalOdds, SAMPLE_MS, type Limiter } from '../../src/http/middleware/shed.ts';
 import { createGroupCommit } from '../../src/storage/group-commit.ts';
 import { BACKEND } from '../helpers/db.ts';
 import { createTestHerald, eventually, signedHeaders, type TestHerald } from '../helpers/herald.ts';
@@ -72,14 +73,14 @@ describe('group commit bounds (unit)', () => {
   });
 
   test('an item that waited longer than maxWaitMs while writes went on is shed as overload and never written', async () => {
-    const { gc, flushes } = manual({ maxWaitMs: 100, maxBatch: 1 });
+    const { gc, flushes } = manual({ maxWaitMs: 300, maxBatch: 1 });
     const first = gc.submit(1);
     await tick();
     const second = gc.submit(2);
     const late = gc.submit(3);
     // A write completes during item 3's wait (then item 2 takes the writer): it waited behind
-    // other emits, which is overload.
-    await new Promise((r) => setTimeout(r, 30));
+    // other emits, which is overload. (Completed at once: a busy box's timers are late, and a
+    // write that completed only after the bound would make it an outage.)
     flushes[0]!.resolve();
     await assert.rejects(late, (e: unknown) => e instanceof OverloadedError);
     flushes[1]!.resolve();
@@ -162,6 +163,65 @@ describe('group commit bounds (unit)', () => {
       assert.equal(calls, 1, code);
       assert.ok(settled.every((s) => s.status === 'rejected'), code);
     }
+  });
+});
+
+describe('the emits-in-progress limit (unit: the controller, fed made-up periods)', () => {
+  /** Runs `periods` control periods whose accepted emits each took `ms`, the loop `lateMs` late. */
+  function feed(l: Limiter, t: { now: number }, periods: number, ms: number, lateMs = 0, target = 10) {
+    for (let i = 0; i < periods; i++) {
+      answered(l, ms);
+      t.now += SAMPLE_MS;
+      adapt(l, t.now, target, lateMs);
+    }
+  }
+
+  test('emits slower than the target shrink it, by at most half per period, never below its floor; fast ones let it grow back a quarter (and one) per period', () => {
+    const t = { now: 0 };
+    const l = newLimiter(t.now);
+    feed(l, t, 5, 2); // what this server does unloaded: 2 ms
+    assert.equal(l.limit, MAX_LIMIT);
+    let before = l.limit;
+    feed(l, t, 1, 400);
+    assert.ok(l.limit >= before / 2 && l.limit < before, `one slow period: ${before} -> ${l.limit}`);
+    feed(l, t, 40, 400);
+    assert.equal(l.limit, MIN_LIMIT);
+    // Fast again: once the smoothed time is back under the target, it grows each period, by at
+    // most a quarter and one.
+    for (let i = 0; i < 10 && l.limit === MIN_LIMIT; i++) feed(l, t, 1, 1);
+    for (let i = 0; i < 5; i++) {
+      before = l.limit;
+      feed(l, t, 1, 1);
+      assert.ok(l.limit > before && l.limit <= before * 1.25 + 1, `a fast period: ${before} -> ${l.limit}`);
+    }
+    feed(l, t, 60, 1);
+    assert.equal(l.limit, MAX_LIMIT);
+  });
+
+  test("the event loop's lateness is not held against it (fewer emits in progress cannot shorten it)", () => {
+    const t = { now: 0 };
+    const l = newLimiter(t.now);
+    feed(l, t, 5, 2);
+    feed(l, t, 20, 45, 40); // 45 ms each, 40 of them waiting for a late loop
+    assert.equal(l.limit, MAX_LIMIT);
+  });
+
+  test('its target follows a server that is slow even unloaded (a slow disk): twice its unloaded time, when above the setting', () => {
+    const t = { now: 0 };
+    const l = newLimiter(t.now);
+    feed(l, t, 5, 12); // a slow fsync: 12 ms unloaded
+    feed(l, t, 20, 20); // under the target of 24 ms
+    assert.equal(l.limit, MAX_LIMIT);
+    feed(l, t, 20, 60);
+    assert.ok(l.limit < MAX_LIMIT / 4);
+  });
+
+  test('the odds of a refusal while the loop runs late: none up to the target, all at three times it', () => {
+    assert.equal(refusalOdds(5, 10), 0);
+    assert.equal(refusalOdds(10, 10), 0);
+    assert.equal(refusalOdds(20, 10), 0.5);
+    assert.equal(refusalOdds(30, 10), 1);
+    assert.equal(refusalOdds(300, 10), 1);
   });
 });
 
@@ -329,6 +389,42 @@ describe('emit over HTTP under overload', () => {
       assert.deepEqual(await stored([...names, kept, gone]), [...names, kept].sort(), 'the abandoned emit was dropped before its flush');
     } finally {
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('while the event loop runs late, emits are refused with 429 before their body is read; once it keeps time again, they are accepted', {
+    skip: BACKEND === 'postgres' ? undefined : 'PGlite runs its database on the event loop: its lateness is not a queue, and this limit is off there',
+  }, async () => {
+    const shedding = await createTestHerald({ env: { HERALD_SHED_TARGET_MS: '10' } });
+    const { tenantId: tid, users } = await seedTenant(shedding, ['actor']);
+    const emitBody = (name: string) => ({ type: 'obra.completed', ctx: { tenantId: tid, actorId: users.actor!, obra: { id: 'o', name, percentage: 100 } } });
+    const run = randomUUID().slice(0, 8);
+    // Hold the loop up: 40 ms of synchronous work at every turn of a 1 ms timer (a process whose
+    // CPU is taken, as when it serves more than it can).
+    const hog = setInterval(() => {
+      const until = performance.now() + 40;
+      while (performance.now() < until);
+    }, 1);
+    const answers: number[] = [];
+    try {
+      for (let i = 0; i < 20 && !answers.includes(429); i++) {
+        const res = await shedding.post('/api/notifications/emit', emitBody(`${run} late loop ${i}`));
+        answers.push(res.status);
+        if (res.status === 429) {
+          assert.ok(Number(res.headers.get('retry-after')) >= 1);
+          assert.match(((await res.json()) as { error: string }).error, /overloaded/);
+        }
+      }
+    } finally {
+      clearInterval(hog);
+    }
+    try {
+      assert.ok(answers.includes(429), `answers while the loop was late: ${answers.join(', ')}`);
+      await eventually(async () => (await shedding.post('/api/notifications/emit', emitBody(`${run} on time`))).status === 200);
+      const refused = answers.map((s, i) => (s === 429 ? `${run} late loop ${i}` : undefined)).filter((n): n is string => !!n);
+      assert.deepEqual(await stored(refused, shedding), [], 'nothing written for a refused emit');
+    } finally {
+      await shedding.close();
     }
   });
 

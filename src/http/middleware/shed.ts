@@ -1,106 +1,205 @@
-import { createMiddleware } from 'hono/factory';
+import { randomUUID } from 'node:crypto';
+import { performance as perf } from 'node:perf_hooks';
 import { DatabaseUnavailableError, OverloadedError } from '../../errors.ts';
 import type { Engine } from '../../engine.ts';
-import type { AppEnv } from '../context.ts';
-import { databaseUnavailableResponse, overloadedResponse } from '../unavailable.ts';
+import { logRefusal, refusal } from '../unavailable.ts';
 
 /**
- * Load shedding for emit, before anything else is done for the request: no body read, no
- * signature checked, no JSON parsed. Under overload most requests must be refused, and a refusal
+ * Load shedding for emit, before anything else is done for the request: no routing, no body read,
+ * no signature checked, no JSON parsed. Under overload most requests must be refused, and a refusal
  * that costs as much as an acceptance leaves nothing for the accepted ones; answered here, a
  * refusal costs the HTTP parsing Node has already done and a small JSON answer. The request's body
  * is left unread: Node discards it so the keep-alive connection can carry the next request. An
  * unauthenticated client learns nothing from a refusal but that herald is busy or its database is
  * down.
  *
- * Two limits, either of which refuses:
+ * Three reasons to refuse (429 + Retry-After):
  * - the intake's (engine.intake.refusal()): its writer's queue is full, its oldest emit has waited
- *   past half its bound, or the database has stopped answering — the database is the bottleneck;
- * - the process's: how many emits may be in progress at once (admitted, not yet answered). When
- *   this process's CPU is the bottleneck, the intake's queue stays short while requests wait for
- *   the event loop instead, where no queue can see them; the event loop's delay can. The limit is
- *   adapted like a congestion window (AIMD): while the loop's delay stays above
- *   HERALD_SHED_LOOP_DELAY_MS for SUSTAINED samples in a row, it shrinks by a fifth each sample;
- *   otherwise it grows back by a tenth. Fewer emits in progress means less work interleaved with
- *   each one, so the accepted ones stay fast, and the CPU they leave answers the refusals. Not on
- *   PGlite, whose database runs on the event loop itself.
+ *   past half its bound, or (503) the database has stopped answering;
+ * - too many emits in progress. The limit follows Little's law as a gradient controller does
+ *   (Netflix's concurrency-limits): every SAMPLE_MS it is scaled by target / the accepted emits'
+ *   recent time in the server (at most halved, at most +25 % and one), so that in progress =
+ *   throughput × target: a burst is let in while emits stay fast, and once they slow down — a
+ *   group commit that grows with the queue, a database that does not keep up — the excess is
+ *   refused at once instead of waiting. The target is HERALD_SHED_TARGET_MS, or twice the fastest
+ *   this server has recently been (a slow disk's fsync sets a floor no limit can go under, and a
+ *   target below it would only shrink the group commits that make herald fast);
+ * - the event loop runs late, busy with this process's own work (requests wait for its CPU before
+ *   any handler sees them, where no count of emits in progress sees them): emits are refused at
+ *   random, with a probability from 0 at the target to 1 at three times it, so the CPU the
+ *   refusals save lets the process catch up. A loop that is late but mostly idle waited for a CPU
+ *   held by something else (a busy neighbour, a container's quota): no refusal helps that.
+ * Not on PGlite, whose database runs on the event loop and writes one group commit at a time: its
+ * loop is late and its emits slow by design (the intake's bounds still apply there).
  */
 
-/** How often the event loop's delay is sampled (a timer due every SAMPLE_MS: how late it fires). */
-const SAMPLE_MS = 10;
-/** Samples in a row above the target before the limit shrinks: a GC pause or one long task is not overload. */
-const SUSTAINED = 3;
-const MIN_LIMIT = 8;
-const MAX_LIMIT = 1024;
+/** The control period: how often the loop's lateness is sampled and the limit adapted. */
+export const SAMPLE_MS = 10;
+/** Weight of the newest period in the smoothed signals (about the last three count). */
+const ALPHA = 0.4;
+export const MIN_LIMIT = 4;
+export const MAX_LIMIT = 1024;
+/**
+ * How fast the remembered fastest time rises again per period while nothing is refused (~10 %/s):
+ * it follows a disk that got slower, not an overload.
+ */
+const FLOOR_DRIFT = 1.001;
 
-/** The event loop's delay, one sampler per process (the loop is the process's). */
-const loop = {
-  recent: [0, 0, 0] as number[],
-  timer: undefined as NodeJS.Timeout | undefined,
-  /** Samples taken so far (the limiters adapt once per new sample). */
-  samples: 0,
-};
+/**
+ * Above this share of its time busy, the event loop's lateness is this process's own doing. Below
+ * it, a late loop was not running: the process waited for a CPU that something else held (a
+ * neighbour on the box, a container's CPU quota), and refusing emits would not give it one.
+ */
+const BUSY = 0.9;
+
+/**
+ * The event loop's lateness and how busy it was, smoothed; one sampler per process (the loop is
+ * the process's).
+ */
+const loop = { late: 0, busy: 0, timer: undefined as NodeJS.Timeout | undefined };
 
 function startSampler(): void {
   if (loop.timer) return;
   let due = performance.now() + SAMPLE_MS;
+  let elu = perf.eventLoopUtilization();
   loop.timer = setInterval(() => {
     const now = performance.now();
-    loop.recent[loop.samples % SUSTAINED] = Math.max(0, now - due);
-    loop.samples++;
+    const next = perf.eventLoopUtilization();
+    loop.late += ALPHA * (Math.max(0, now - due) - loop.late);
+    loop.busy += ALPHA * (perf.eventLoopUtilization(next, elu).utilization - loop.busy);
+    elu = next;
     due = now + SAMPLE_MS;
   }, SAMPLE_MS);
   loop.timer.unref();
 }
 
-/** The smallest of the last SUSTAINED delays: above the target only if they all were. */
-const sustainedDelay = () => Math.min(...loop.recent);
-
-interface Limiter {
+export interface Limiter {
   limit: number;
   inFlight: number;
-  /** loop.samples when the limit was last adapted. */
-  adaptedAt: number;
+  periodStart: number;
+  /** Time in the server of the accepted emits answered in this period. */
+  periodSum: number;
+  periodCount: number;
+  /** Smoothed mean time in the server of accepted emits (ms; NaN before the first). */
+  latency: number;
+  /** The smallest `latency` lately (rising slowly, but not while refusing): what this server does unloaded. */
+  floor: number;
+  /** Whether the limit refused an emit this period (the floor must not then creep up to the overloaded latency). */
+  refused: boolean;
 }
 const limiters = new WeakMap<Engine, Limiter>();
+
+export const newLimiter = (now: number): Limiter => ({
+  limit: MAX_LIMIT,
+  inFlight: 0,
+  periodStart: now,
+  periodSum: 0,
+  periodCount: 0,
+  latency: Number.NaN,
+  floor: Number.NaN,
+  refused: false,
+});
 
 function limiterOf(engine: Engine): Limiter {
   let l = limiters.get(engine);
   if (!l) {
     startSampler();
-    limiters.set(engine, (l = { limit: MAX_LIMIT, inFlight: 0, adaptedAt: loop.samples }));
+    limiters.set(engine, (l = newLimiter(performance.now())));
   }
   return l;
 }
 
-/** Adapts the limit once per sample taken since the last time (a refusal or an admission asks). */
-function adapt(l: Limiter, targetMs: number): void {
-  const pending = loop.samples - l.adaptedAt;
-  if (pending <= 0) return;
-  l.adaptedAt = loop.samples;
-  if (sustainedDelay() > targetMs) l.limit = Math.max(MIN_LIMIT, l.limit * 0.8 ** Math.min(pending, 5));
-  else l.limit = Math.min(MAX_LIMIT, l.limit * 1.1 ** Math.min(pending, 20) + 1);
+/** An accepted emit answered after `ms` in the server. */
+export function answered(l: Limiter, ms: number): void {
+  l.periodSum += ms;
+  l.periodCount++;
 }
 
-const busy = new OverloadedError('herald is overloaded: too many emits in progress; retry later', 1);
+/**
+ * Once per period with answered emits: limit ← limit × target / latency (at most halved, at most
+ * +25 % and one), `lateMs` (the event loop's lateness) taken off the latency first.
+ */
+export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number): void {
+  if (now - l.periodStart < SAMPLE_MS) return;
+  l.periodStart = now;
+  if (l.periodCount === 0) return; // nothing answered: nothing learnt (a stuck database is the intake's to detect)
+  // The part of the emits' time this limit governs: beyond the event loop's own lateness, which
+  // fewer emits in progress cannot shorten (the lateness has its own refusals, below).
+  const mean = Math.max(0.1, l.periodSum / l.periodCount - lateMs);
+  l.periodSum = 0;
+  l.periodCount = 0;
+  l.latency = Number.isNaN(l.latency) ? mean : l.latency + ALPHA * (mean - l.latency);
+  l.floor = Number.isNaN(l.floor) ? l.latency : Math.min(l.latency, l.refused ? l.floor : l.floor * FLOOR_DRIFT);
+  l.refused = false;
+  const ratio = Math.min(1.25, Math.max(0.5, Math.max(targetMs, 2 * l.floor) / l.latency));
+  l.limit = Math.min(MAX_LIMIT, Math.max(MIN_LIMIT, l.limit * ratio + (ratio >= 1 ? 1 : 0)));
+}
 
-export const shedEmits = createMiddleware<AppEnv>(async (c, next) => {
-  const engine = c.get('engine');
-  const refusal = engine.intake.refusal();
-  if (refusal instanceof OverloadedError) return overloadedResponse(c, refusal);
-  if (refusal instanceof DatabaseUnavailableError) return databaseUnavailableResponse(c, refusal);
-  if (refusal) throw refusal;
-  const targetMs = engine.settings.shedLoopDelayMs;
-  // PGlite runs the database on this event loop: its delay is the database's work, not requests
-  // waiting, and a small limit would only break up the group commits that make PGlite fast.
-  if (targetMs === 0 || engine.db.kind === 'pglite') return next();
-  const l = limiterOf(engine);
-  adapt(l, targetMs);
-  if (l.inFlight >= l.limit) return overloadedResponse(c, busy);
-  l.inFlight++;
-  try {
-    await next();
-  } finally {
-    l.inFlight--;
-  }
-});
+/** Probability of refusing an emit while the event loop is `lateMs` late: 0 at the target, 1 at three times it. */
+export function refusalOdds(lateMs: number, targetMs: number): number {
+  return Math.min(1, Math.max(0, (lateMs - targetMs) / (2 * targetMs)));
+}
+
+const tooMany = new OverloadedError('herald is overloaded: too many emits in progress; retry later', 1);
+const tooLate = new OverloadedError('herald is overloaded: its CPU is saturated; retry later', 1);
+
+/** Hono's fetch: (request, env?, executionCtx?). */
+type Fetch = (request: Request, ...rest: any[]) => Response | Promise<Response>;
+
+export const EMIT_PATH = '/api/notifications/emit';
+
+/** The path of a request URL (scheme and authority, then the path, then maybe a query). */
+function pathOf(url: string): string {
+  const start = url.indexOf('/', url.indexOf('//') + 2);
+  if (start < 0) return '/';
+  const query = url.indexOf('?', start);
+  return query < 0 ? url.slice(start) : url.slice(start, query);
+}
+
+/** The refusal as a Response, with no Hono context (it is answered before routing). */
+function refuse(engine: Engine, request: Request, err: DatabaseUnavailableError | OverloadedError): Response {
+  const given = request.headers.get('x-request-id');
+  const requestId = given && /^[\w-]{1,64}$/.test(given) ? given : randomUUID();
+  logRefusal(engine.log, err, EMIT_PATH, requestId);
+  const r = refusal(err, EMIT_PATH);
+  return new Response(JSON.stringify(r.body), {
+    status: r.status,
+    headers: { 'content-type': 'application/json', 'retry-after': r.retryAfter, 'x-request-id': requestId },
+  });
+}
+
+/**
+ * The app's fetch, with emits shed before routing: `POST /api/notifications/emit` is decided here
+ * (a refusal costs ~42 µs of CPU where going through Hono's routing and middleware to refuse cost
+ * ~57, measured on the two-core box of docs/BENCHMARKS.md: at three times the capacity, refusals
+ * are most of the work). An admitted emit goes on through the app, counted in progress.
+ */
+export function withEmitShedding<F extends Fetch>(engine: Engine, fetch: F): F {
+  const shedding: Fetch = (request, ...rest) => {
+    if (request.method !== 'POST' || pathOf(request.url) !== EMIT_PATH) return fetch(request, ...rest);
+    const intake = engine.intake.refusal();
+    if (intake instanceof OverloadedError || intake instanceof DatabaseUnavailableError) return refuse(engine, request, intake);
+    const targetMs = engine.settings.shedTargetMs;
+    if (targetMs === 0 || engine.db.kind === 'pglite') return fetch(request, ...rest);
+    const l = limiterOf(engine);
+    const admitted = performance.now();
+    adapt(l, admitted, targetMs, loop.late);
+    if (l.inFlight >= l.limit) {
+      l.refused = true;
+      return refuse(engine, request, tooMany);
+    }
+    if (loop.late > targetMs && loop.busy > BUSY && Math.random() < refusalOdds(loop.late, targetMs)) return refuse(engine, request, tooLate);
+    l.inFlight++;
+    const settled = (res: Response) => {
+      l.inFlight--;
+      // Accepted emits only: a 400 or a dropped emit says nothing about the pace of accepted ones.
+      if (res.status === 200) answered(l, performance.now() - admitted);
+      return res;
+    };
+    return Promise.resolve(fetch(request, ...rest)).then(settled, (err: unknown) => {
+      l.inFlight--;
+      throw err;
+    });
+  };
+  return shedding as F;
+}

@@ -1,7 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { Hono } from 'hono';
 import type { AppEnv } from '../context.ts';
-import { shedEmits } from '../middleware/shed.ts';
 import { signed } from '../middleware/signed.ts';
 
 /**
@@ -14,9 +13,9 @@ function clientGone(env: unknown): (() => boolean) | undefined {
   return socket ? () => socket.destroyed : undefined;
 }
 
-/** The seed's emit endpoint, and its dry run. */
+/** The seed's emit endpoint (shed under overload before routing: middleware/shed.ts), and its dry run. */
 export const emitRoutes = new Hono<AppEnv>()
-  .post('/api/notifications/emit', shedEmits, signed, async (c) => {
+  .post('/api/notifications/emit', signed, async (c) => {
     const outcome = await c.get('engine').emit(c.get('rawBody'), c.get('idempotencyKey'), { abandoned: clientGone(c.env) });
     if (outcome.replayed) c.header('Idempotent-Replayed', 'true');
     return c.json(outcome.body, outcome.status as 200);

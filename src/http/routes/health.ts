@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { DatabaseUnavailableError } from '../../errors.ts';
 import type { Db } from '../../storage/db.ts';
 import type { AppEnv } from '../context.ts';
-import { databaseUnavailable, databaseUnavailableResponse } from '../unavailable.ts';
+import { databaseUnavailable, refusalResponse } from '../unavailable.ts';
 
 /**
  * How long readiness waits for the database. A probe that hangs (a server that accepts TCP and
@@ -59,6 +59,6 @@ export const healthRoutes = new Hono<AppEnv>()
         engine.log.warn({ err: (err as Error).message }, 'readiness check failed');
         return c.json({ ok: false, error: 'database not ready' }, 503);
       }
-      return databaseUnavailableResponse(c, unavailable);
+      return refusalResponse(c, unavailable);
     }
   });
