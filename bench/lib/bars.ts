@@ -126,6 +126,18 @@ export function barsReport(all: Summary[]): string {
   bar('Server RSS ≤ 200 MB under load', Number.isFinite(rss) ? rss <= 200 : undefined, Number.isFinite(rss) ? `peak ${fmt(rss)} MB (HTTP server process)` : 'not measured');
   const lite = find('herald HTTP emit (embedded PGlite)', 'workflow');
   bar('Embedded PGlite ≥ 500 events/s', lite && lite.rate >= 500, lite ? `${fmt(lite.rate)} events/s` : 'not measured');
+  // "A few times" read as at most 5×; RSS flat as the soak reads it (within 16 MB); the refusals
+  // 429 (the case's verdict fails on any 5xx or connection error).
+  const over = find('herald overload', '3× capacity');
+  const e = over?.extra ?? {};
+  bar(
+    'Overload: at 3× capacity, accepted p99 within a few times (≤ 5×) the unloaded p99; the rest 429 + Retry-After, no 5xx; RSS flat',
+    over && allOf(over.p99 <= 5 * e.unloadedP99Ms!, over.verified.startsWith('ok') && e.fiveHundreds === 0, e.rssEndMb! - e.rssStartMb! <= 16),
+    over
+      ? `accepted ${fmt(over.rate)}/s p99 ${fmt(over.p99)} ms = ${fmt(over.p99 / e.unloadedP99Ms!)}× the unloaded ${fmt(e.unloadedP99Ms)} ms (inside the server ${fmt(e.handlingP99Ms)} ms); ` +
+        `shed ${fmt(e.shedRate)}/s; ${fmt(e.fiveHundreds)} 5xx; RSS ${fmt(e.rssStartMb)} → ${fmt(e.rssEndMb)} MB`
+      : 'not measured',
+  );
 
   lines.push('', '### SPEC §3 performance bars', '', '| bar | verdict | measured |', '|---|---|---|');
   for (const [name, ok, detail, qualifier] of bars) {

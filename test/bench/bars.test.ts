@@ -109,3 +109,19 @@ test('a case\'s "verified" reads "ok (N checked)" only when every run checked al
   assert.equal(summarise([run('ok'), run('ok (every answer a 200; rows checked at the end)')])[0]!.verified, 'ok (every answer a 200; rows checked at the end)');
   assert.equal(summarise([run('ok'), run('3 rows missing')])[0]!.verified, '3 rows missing');
 });
+
+test('the overload bar: accepted p99 within 5× the unloaded p99, no 5xx, RSS within 16 MB; each part can fail it', () => {
+  const over = (p99: number, extra: Record<string, number>, verified = 'ok (1,000 checked)') =>
+    summary('herald overload (HTTP emit, workflow mode)', '3× capacity: 9,000/s offered for 60 s, open loop, ≤ 256 connections', {
+      rate: 1000,
+      p99,
+      verified,
+      extra: { unloadedP99Ms: 10, shedRate: 8000, fiveHundreds: 0, rssStartMb: 130, rssEndMb: 135, handlingP99Ms: 20, ...extra },
+    });
+  const name = 'Overload: at 3× capacity';
+  assert.equal(verdict(barsReport([over(45, {})]), name), '**met**');
+  assert.equal(verdict(barsReport([over(60, {})]), name), '**not met**', 'p99 12× the unloaded one');
+  assert.equal(verdict(barsReport([over(45, { fiveHundreds: 3 }, 'unexpected answers: 3×503')]), name), '**not met**');
+  assert.equal(verdict(barsReport([over(45, { rssEndMb: 190 })]), name), '**not met**', 'RSS grew 60 MB');
+  assert.equal(verdict(barsReport([]), name), 'not measured');
+});
