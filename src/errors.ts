@@ -95,8 +95,9 @@ export class DatabaseUnavailableError extends Error {
 
 /**
  * herald is past its capacity and sheds this request instead of queueing it (a bounded queue is
- * full, or the request waited longer than its bound before its write started): 503 with
- * Retry-After, nothing written.
+ * full, too many emits are in progress, or the request waited longer than its bound while writes
+ * went on): 429 with Retry-After, nothing written. herald is up; the client sent more than it
+ * can take now. A database that does not answer is DatabaseUnavailableError (503) instead.
  */
 export class OverloadedError extends Error {
   override name = 'OverloadedError';
