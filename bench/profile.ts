@@ -23,7 +23,7 @@ import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import type { Db, Queryable } from '../src/storage/db.ts';
-import { RUN_JOB } from '../src/storage/queries/workflows.ts';
+import { RUN_JOB } from '../src/storage/queries/runs.ts';
 import { closedLoop } from './lib/drive.ts';
 import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';

@@ -5,7 +5,7 @@ import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
 import { EXPAND_EVENT_JOB, expandEventsHandler } from './intake/process-event.ts';
 import { createDirectWriter } from './intake/direct-writer.ts';
 import { createEventWriter } from './intake/event-writer.ts';
-import { dryRun, emit, emitRefusal, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
+import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
 import { createWorker, type Worker, type WorkerOptions } from './jobs/worker.ts';
 import type { Logger } from './log.ts';
@@ -16,7 +16,7 @@ import type { Db } from './storage/db.ts';
 import { pruneKeys } from './storage/queries/idempotency.ts';
 import { pruneFlowWindows } from './storage/queries/flow-control.ts';
 import { rescueExpiredJobs } from './storage/queries/jobs.ts';
-import { RUN_JOB } from './storage/queries/workflows.ts';
+import { RUN_JOB } from './storage/queries/runs.ts';
 import { workflowRunHandler } from './workflow/executor.ts';
 import { httpDeliveryHandler } from './workflow/http/deliver.ts';
 import { FAILURE_CALLBACK_JOB, failureCallbackHandler } from './workflow/http/failure.ts';
@@ -84,7 +84,10 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
       get writing() {
         return activeWriter.writing;
       },
-      refusal: () => emitRefusal(intake),
+      // Why an emit arriving now would be shed (its writer's queue is full, not keeping up, or the
+      // database has stopped answering): the HTTP layer asks before it reads the body, so refusing
+      // costs next to nothing (storage/group-commit.ts).
+      refusal: () => activeWriter.refusal(),
     },
     dryRun: (rawBody) => dryRun(intake, rawBody),
     createWorker: (overrides) =>

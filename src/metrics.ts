@@ -2,7 +2,8 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from './storage/db.ts';
 import { deliveryCounts } from './storage/queries/deliveries.ts';
 import { jobCounts } from './storage/queries/jobs.ts';
-import { runCounts, waiterCount } from './storage/queries/workflows.ts';
+import { runCounts } from './storage/queries/runs.ts';
+import { waiterCount } from './storage/queries/waiters.ts';
 
 /**
  * Prometheus metrics, one registry per engine. Gauges that describe the database (runs by state,

@@ -11,7 +11,7 @@ import type { HeraldConfig } from '../../src/rules/types.ts';
 import type { Db } from '../../src/storage/db.ts';
 import { migrate } from '../../src/storage/migrate.ts';
 import { openStorage } from '../../src/storage/open.ts';
-import { RUN_JOB } from '../../src/storage/queries/workflows.ts';
+import { RUN_JOB } from '../../src/storage/queries/runs.ts';
 import { workflowRunHandler } from '../../src/workflow/executor.ts';
 
 export const SIGNING_SECRET = 'bench-signing-secret-0123456789';

@@ -6,26 +6,22 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
 import type { Db, Queryable } from '../storage/db.ts';
+import { getRunLocked, RUN_JOB, runJobKey } from '../storage/queries/runs.ts';
+import { finishCodeRun, finishRun } from '../storage/queries/run-end.ts';
 import {
   completeDueSleep,
-  finishCodeRun,
-  finishRun,
   getRunAndSteps,
-  getRunLocked,
   insertSleep,
-  insertWaiter,
-  lockRunEvent,
   recordStep,
   recordStepFailure,
   saveRunStep,
   startRunStep,
-  recordWaitFromEvent,
-  takeRunEvent,
   type StepRow,
   type StepType,
-} from '../storage/queries/workflows.ts';
+} from '../storage/queries/steps.ts';
+import { insertWaiter } from '../storage/queries/waiters.ts';
+import { lockRunEvent, recordWaitFromEvent, takeRunEvent } from '../storage/queries/run-events.ts';
 import { enqueueJob } from '../storage/queries/jobs.ts';
-import { RUN_JOB, runJobKey } from '../storage/queries/workflows.ts';
 import { durationMs, instantMs } from './duration.ts';
 import { broadcastNotify, checkEventId, decodeEventData, encodeNotifyData } from './notify.ts';
 import { createReplayCheck } from './replay-check.ts';

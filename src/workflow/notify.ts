@@ -1,13 +1,8 @@
 import { ValidationError } from '../errors.ts';
 import type { Db, Queryable } from '../storage/db.ts';
-import {
-  getRunLocked,
-  lockRunEvent,
-  resumeWaiters,
-  storeRunEvent,
-  type ResumedWaiter,
-  type WaiterRow,
-} from '../storage/queries/workflows.ts';
+import { getRunLocked } from '../storage/queries/runs.ts';
+import { resumeWaiters, type ResumedWaiter, type WaiterRow } from '../storage/queries/waiters.ts';
+import { lockRunEvent, storeRunEvent } from '../storage/queries/run-events.ts';
 import type { NotifyResult, WaiterView } from './types.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { NonRetriableError } from '../errors.ts';
-import type { StepRow, StepType } from '../storage/queries/workflows.ts';
+import type { StepRow, StepType } from '../storage/queries/steps.ts';
 
 /**
  * A replay that no longer matches its run's history: the workflow's code changed (a deploy) while

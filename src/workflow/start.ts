@@ -1,7 +1,7 @@
 import { isUuid, uuidv7 } from '../ids.ts';
 import type { Queryable } from '../storage/db.ts';
 import type { IncomingRun } from '../storage/queries/events.ts';
-import { insertRun, runJobKey } from '../storage/queries/workflows.ts';
+import { insertRun, runJobKey } from '../storage/queries/runs.ts';
 import type { CompiledWorkflow, CompiledWorkflows } from './compile.ts';
 
 /** Run ids look like Upstash Workflow's (wfr_…); the UUIDv7 inside keeps them time-ordered. */

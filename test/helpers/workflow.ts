@@ -1,6 +1,7 @@
 import type { Worker } from '../../src/jobs/worker.ts';
 import type { HeraldConfig } from '../../src/rules/types.ts';
-import { getRun, getSteps, type RunRow, type RunState, type StepRow } from '../../src/storage/queries/workflows.ts';
+import { getRun, type RunRow, type RunState } from '../../src/storage/queries/runs.ts';
+import { getSteps, type StepRow } from '../../src/storage/queries/steps.ts';
 import { startCodeRun } from '../../src/workflow/start.ts';
 import { createTestHerald, eventually, type TestHerald } from './herald.ts';
 

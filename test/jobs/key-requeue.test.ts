@@ -11,7 +11,9 @@ import {
   rescueExpiredJobs,
   type ClaimedJob,
 } from '../../src/storage/queries/jobs.ts';
-import { createTestDb, type TestDb } from '../helpers/db.ts';
+import pg from 'pg';
+import { createJobContext } from '../../src/jobs/job-context.ts';
+import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 
 /**
@@ -85,6 +87,40 @@ describe('a job whose key is queued again while it runs', () => {
     assert.equal(rows[0]!.attempts, 0, 'a deferred attempt did not run');
     assert.equal(await deferJob(t.db, job, 'w1', 0), false, 'the lease is gone with the merged job');
   });
+
+  test(
+    'a defer that races a twin committed meanwhile (the key\'s index makes it wait, then refuse) merges on its retry',
+    { skip: BACKEND === 'pglite' ? 'one connection: no concurrent transaction on PGlite' : false },
+    async () => {
+      await t.db.query(`DELETE FROM herald_jobs`);
+      await enqueueJob(t.db, { kind: 'k', payload: {}, key: 'run:race', maxAttempts: 5 });
+      const [job] = await claimJobs(t.db, 'w1', 30_000, { freshExcept: null, limit: 10 });
+      const other = new pg.Client({ connectionString: t.url });
+      await other.connect();
+      try {
+        // The twin is queued by a transaction still open when the defer runs: the defer cannot
+        // see it, and its own requeue waits on the key's unique index until that transaction ends.
+        await other.query('BEGIN');
+        await other.query(
+          `INSERT INTO herald_jobs (kind, payload, key, max_attempts) VALUES ('k', '{}'::jsonb, 'run:race', 5)`,
+        );
+        const ctx = createJobContext(t.db, job!, 'w1', () => {});
+        const deferred = ctx.defer(60_000);
+        await eventually(async () => {
+          const { rows } = await t.db.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+          );
+          return rows[0]!.n === 1;
+        });
+        await other.query('COMMIT');
+        await deferred;
+        const rows = await jobsOf('run:race');
+        assert.deepEqual(rows.map((r) => [r.state, r.attempts]), [['queued', 0]], 'merged into the twin, the attempt not counted');
+      } finally {
+        await other.end();
+      }
+    },
+  );
 
   test('rescue of expired leases: a job whose key is queued merges, and the other expired jobs are rescued too', async () => {
     const job = await runningWithQueuedTwin('run:e', 1);

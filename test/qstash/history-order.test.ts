@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Queryable } from '../../src/storage/db.ts';
 import { appendMessage, getMessages, insertHttpRun, newMessageId } from '../../src/storage/queries/http-workflows.ts';
-import { resumeWaiters } from '../../src/storage/queries/workflows.ts';
+import { resumeWaiters } from '../../src/storage/queries/waiters.ts';
 import { parseWaitRequest, registerHttpWait } from '../../src/workflow/http/wait.ts';
 import { createTestDb, type TestDb } from '../helpers/db.ts';
 

@@ -7,7 +7,7 @@ import { Client, serve as serveWorkflow, WorkflowNonRetryableError } from '@upst
 import { createWorkflow, serveMany } from '@upstash/workflow/hono';
 import { defineConfig, rule, workflow, z } from '../../src/index.ts';
 import { getMessages } from '../../src/storage/queries/http-workflows.ts';
-import { getRun } from '../../src/storage/queries/workflows.ts';
+import { getRun } from '../../src/storage/queries/runs.ts';
 import { eventually } from '../helpers/herald.ts';
 import { createWorkflowHerald, QSTASH_TOKEN, type WorkflowHerald } from '../helpers/workflow.ts';
 

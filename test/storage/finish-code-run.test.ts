@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { claimJobs, enqueueJob, type ClaimedJob } from '../../src/storage/queries/jobs.ts';
-import { cancelRun, finishCodeRun, getRun, insertRun, runJobKey } from '../../src/storage/queries/workflows.ts';
+import { getRun, insertRun, runJobKey } from '../../src/storage/queries/runs.ts';
+import { cancelRun, finishCodeRun } from '../../src/storage/queries/run-end.ts';
 import { createTestDb, type TestDb } from '../helpers/db.ts';
 
 /**

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Queryable } from '../../src/storage/db.ts';
-import { endHttpRun } from '../../src/storage/queries/http-workflows.ts';
-import { cancelRun, finishRun, insertWaiter, resumeWaiters } from '../../src/storage/queries/workflows.ts';
+import { cancelRun, endHttpRun, finishRun } from '../../src/storage/queries/run-end.ts';
+import { insertWaiter, resumeWaiters } from '../../src/storage/queries/waiters.ts';
 import { createTestDb, type TestDb } from '../helpers/db.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { HttpError } from '../../errors.ts';
-import { listWaiters } from '../../storage/queries/workflows.ts';
+import { listWaiters } from '../../storage/queries/waiters.ts';
 import { broadcastNotify, checkEventId, runNotify, waiterView, type NotifyBody } from '../../workflow/notify.ts';
 import type { AppEnv } from '../context.ts';
 import { createRateLimiter } from '../rate-limit.ts';

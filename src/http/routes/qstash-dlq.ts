@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono';
 import { HttpError, ValidationError } from '../../errors.ts';
 import { deleteDlq, listDlq, lockDlqEntries, reviveRun, setFailureCallbackState, type DlqFilter, type DlqRow } from '../../storage/queries/dlq.ts';
 import type { HttpRunConfig } from '../../storage/queries/http-workflows.ts';
-import { getRun } from '../../storage/queries/workflows.ts';
+import { getRun } from '../../storage/queries/runs.ts';
 import { queueFailureCallback } from '../../workflow/http/failure.ts';
 import { newRunId } from '../../workflow/start.ts';
 import type { AppEnv } from '../context.ts';

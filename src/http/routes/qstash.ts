@@ -1,9 +1,11 @@
 import { Hono, type Context } from 'hono';
 import { HttpError } from '../../errors.ts';
 import { ValidationError } from '../../errors.ts';
-import { endHttpRun, findHttpRuns, getMessages, insertHttpRun, newMessageId, type HttpRunFilter } from '../../storage/queries/http-workflows.ts';
+import { findHttpRuns, getMessages, insertHttpRun, newMessageId, type HttpRunFilter } from '../../storage/queries/http-workflows.ts';
+import { endHttpRun } from '../../storage/queries/run-end.ts';
 import { newRunId } from '../../workflow/start.ts';
-import { cancelRun, getRun } from '../../storage/queries/workflows.ts';
+import { getRun } from '../../storage/queries/runs.ts';
+import { cancelRun } from '../../storage/queries/run-end.ts';
 import { QSTASH_STATE_TO_RUN, runLog } from '../../workflow/http/logs.ts';
 import { rawSteps } from '../../workflow/http/history.ts';
 import { dueAtMs, parseBatch, publishBatch, runConfig } from '../../workflow/http/publish.ts';

@@ -1,17 +1,10 @@
 import { Hono } from 'hono';
 import { HttpError, ValidationError } from '../../errors.ts';
 import { parseJsonObject } from '../../intake/parse-body.ts';
-import {
-  cancelRun,
-  getRun,
-  getSteps,
-  listRuns,
-  listWaiters,
-  type RunRow,
-  type RunState,
-  type StepRow,
-  type WaiterRow,
-} from '../../storage/queries/workflows.ts';
+import { getRun, listRuns, type RunRow, type RunState } from '../../storage/queries/runs.ts';
+import { cancelRun } from '../../storage/queries/run-end.ts';
+import { getSteps, type StepRow } from '../../storage/queries/steps.ts';
+import { listWaiters, type WaiterRow } from '../../storage/queries/waiters.ts';
 import { checkEventId, waiterView } from '../../workflow/notify.ts';
 import { startCodeRun } from '../../workflow/start.ts';
 import type { AppEnv } from '../context.ts';

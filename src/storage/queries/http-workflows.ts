@@ -1,6 +1,6 @@
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { dropRunWork, RUN_JOB, stillRunning } from './workflows.ts';
+import { RUN_JOB, stillRunning } from './runs.ts';
 
 /**
  * HTTP workflows (the QStash protocol of @upstash/workflow): a run's history is the ordered list
@@ -142,27 +142,6 @@ export async function getMessages(db: Queryable, runId: string, upTo?: string): 
     [runId, upTo ?? null],
   );
   return rows.map((r) => ({ ...r, output_bytes: toBuffer(r.output_bytes) }));
-}
-
-/** Ends an HTTP run as the SDK asks (DELETE /v2/workflows/runs/{id}): its result is the body. */
-export async function endHttpRun(
-  tx: Queryable,
-  runId: string,
-  outcome: { state: 'completed'; result: unknown } | { state: 'cancelled' },
-): Promise<'ended' | 'not-found' | 'already-ended'> {
-  const { rows } = await tx.query<{ updated: boolean }>(
-    `WITH u AS (
-       UPDATE herald_runs SET state = $2, result = $3::jsonb, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND ${stillRunning()} RETURNING id)
-     SELECT EXISTS (SELECT 1 FROM u) AS updated FROM herald_runs WHERE id = $1`,
-    [runId, outcome.state, outcome.state === 'completed' ? JSON.stringify(outcome.result ?? null) : null],
-  );
-  if (!rows[0]) return 'not-found';
-  if (!rows[0].updated) return 'already-ended';
-  // Waiters, kept events and deliveries not yet made go; the delivery in flight (the SDK's own
-  // call) finishes normally.
-  await dropRunWork(tx, runId);
-  return 'ended';
 }
 
 export interface HttpRunFilter {

@@ -255,13 +255,27 @@ export async function completeJob(db: Queryable, job: ClaimedJob, workerId: stri
  * executions of a run apart (a queued job is not claimed while its key runs), so it must stay.
  *
  * A queued job inserted by a transaction that has not committed yet is not seen: the requeue then
- * still fails with 23505, and is tried again once that job is visible (the worker retries the
- * record of a failure, the rescue runs again next round).
+ * waits on the key's index and fails with 23505 when that transaction commits, and is tried again
+ * now that the job is visible (retryingTwinRace; the rescue runs again next round).
  */
 const TWIN_OF = (me: string, and = 'true') => `
   SELECT q.id FROM herald_jobs q, ${me}
   WHERE q.key = ${me}.key AND q.state = 'queued' AND q.id <> ${me}.id AND ${and}
   FOR UPDATE OF q`;
+
+/**
+ * Runs `requeue` (a failJob or deferJob in its own transaction) again when it hit the race
+ * described above: a twin committed while it ran. The next try sees the twin and merges into it.
+ */
+export async function retryingTwinRace<T>(requeue: () => Promise<T>, tries = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await requeue();
+    } catch (err) {
+      if (attempt >= tries || (err as { code?: unknown } | null)?.code !== '23505') throw err;
+    }
+  }
+}
 
 /**
  * Requeues a failed job after `delayMs`, or marks it failed for good (permanent, or out of

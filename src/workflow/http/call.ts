@@ -3,7 +3,7 @@ import type { Logger } from '../../log.ts';
 import type { Db, Queryable } from '../../storage/db.ts';
 import { newMessageId, type HttpRunConfig } from '../../storage/queries/http-workflows.ts';
 import { enqueueJob } from '../../storage/queries/jobs.ts';
-import { getRun, type RunRow } from '../../storage/queries/workflows.ts';
+import { getRun, type RunRow } from '../../storage/queries/runs.ts';
 import type { OutboundFetch } from '../../outbound/guard.ts';
 import { durationMs } from '../duration.ts';
 import { failureCallbackHeaders, forwardedHeaders } from './headers.ts';

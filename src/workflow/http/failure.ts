@@ -4,7 +4,7 @@ import type { Db, Queryable } from '../../storage/db.ts';
 import { getMessages, type HttpRunConfig } from '../../storage/queries/http-workflows.ts';
 import { setFailureCallbackState } from '../../storage/queries/dlq.ts';
 import { enqueueJob } from '../../storage/queries/jobs.ts';
-import type { RunRow } from '../../storage/queries/workflows.ts';
+import type { RunRow } from '../../storage/queries/runs.ts';
 import type { OutboundFetch } from '../../outbound/guard.ts';
 import { upstashSignature } from './signature.ts';
 

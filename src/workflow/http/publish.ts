@@ -1,7 +1,7 @@
 import { HttpError, ValidationError } from '../../errors.ts';
 import type { Queryable } from '../../storage/db.ts';
 import { adoptSdkTrigger, appendMessage, insertHttpRun, newMessageId, type HttpRunConfig } from '../../storage/queries/http-workflows.ts';
-import { getRun } from '../../storage/queries/workflows.ts';
+import { getRun } from '../../storage/queries/runs.ts';
 import { durationMs } from '../duration.ts';
 import { queueCall } from './call.ts';
 import { parseRetryDelay } from './retry-delay.ts';

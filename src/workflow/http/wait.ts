@@ -1,7 +1,9 @@
 import { HttpError, ValidationError } from '../../errors.ts';
 import type { Queryable } from '../../storage/db.ts';
 import { appendMessage, newMessageId } from '../../storage/queries/http-workflows.ts';
-import { getRunLocked, insertWaiter, lockRunEvent, takeRunEvent } from '../../storage/queries/workflows.ts';
+import { getRunLocked } from '../../storage/queries/runs.ts';
+import { insertWaiter } from '../../storage/queries/waiters.ts';
+import { lockRunEvent, takeRunEvent } from '../../storage/queries/run-events.ts';
 import { durationMs } from '../duration.ts';
 
 /** The body of `POST /v2/wait/{eventId}` as @upstash/workflow sends it. */
