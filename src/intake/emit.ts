@@ -58,16 +58,6 @@ export async function emit(deps: IntakeDeps, req: EmitRequest): Promise<EmitOutc
   return deps.workflowMode ? emitGrouped(deps, event, req.abandoned) : emitDirect(deps, event, req.abandoned);
 }
 
-/**
- * Why an emit arriving now would be shed (its writer's queue is full, not keeping up, or the
- * database has stopped answering), or undefined. The HTTP layer asks before it reads the body:
- * refusing then costs next to nothing, which is what keeps the accepted requests fast under
- * overload (see storage/group-commit.ts).
- */
-export function emitRefusal(deps: IntakeDeps): Error | undefined {
-  return (deps.workflowMode ? deps.writer : deps.directWriter).refusal();
-}
-
 /** The event as every intake path takes it: its id, its tenant, and with a key the body's hash. */
 function incoming(type: string, ctx: Record<string, unknown>, key: string | undefined, rawBody: Buffer): IncomingEvent {
   return {

@@ -139,6 +139,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     full: shedError(`${maxQueued} emits are already waiting for a write`),
     slow: shedError(`emits are waiting over ${Math.round(maxWaitMs / 2)} ms for a write`),
     late: shedError(`waited over ${maxWaitMs} ms for a write`),
+    unwritten: new DatabaseUnavailableError(`the write did not complete within ${stallMs} ms; nothing was written for this request`),
     silent: new DatabaseUnavailableError(`no write has completed for over ${maxWaitMs} ms: the database is not answering`),
     gone: shedError('the client went away before its write'),
   };
@@ -209,16 +210,20 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     return batch;
   }
 
-  /** Runs one flush and answers its callers; settles when the flush itself has (not at its timeout). */
-  async function write(batch: Waiting<T, R>[]): Promise<void> {
+  /**
+   * Runs one flush and answers its callers; settles when the flush itself has (not at its timeout).
+   * `deadline` is the batch's: items retried one by one after a failed batch share it, so a
+   * caller's wait stays bounded by one flush timeout however many neighbours go before it.
+   */
+  async function write(batch: Waiting<T, R>[], deadline = performance.now() + stallMs): Promise<void> {
     let answered = false;
     let timer: NodeJS.Timeout | undefined;
-    if (opts.flushTimeoutMs !== undefined) {
+    if (deadline !== Infinity) {
       timer = setTimeout(() => {
         answered = true;
         const err = new DatabaseUnavailableError(`the database did not answer the write within ${opts.flushTimeoutMs} ms`, true);
         for (const w of batch) w.reject(err);
-      }, opts.flushTimeoutMs);
+      }, Math.max(0, deadline - performance.now()));
     }
     try {
       const results = await opts.flush(batch.map((w) => w.item));
@@ -226,23 +231,26 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
       down = undefined;
       if (!answered) batch.forEach((w, i) => w.resolve(results[i]!));
     } catch (err) {
+      if (err instanceof DatabaseUnavailableError) {
+        // The breaker opens whether or not the timeout already answered these callers. Nothing is
+        // sent for a refused emit, so its refusal's outcome is known.
+        down = { at: performance.now(), refusal: new DatabaseUnavailableError(err.message) };
+      }
       // Callers answered at the timeout are not written again: they were told the outcome is unknown.
       if (answered) return;
       if (batch.length === 1 || failsTheWholeBatch(err)) {
-        if (err instanceof DatabaseUnavailableError) {
-          // Nothing is sent for a refused emit, so its refusal's outcome is known.
-          down = { at: performance.now(), refusal: new DatabaseUnavailableError(err.message) };
-        }
         for (const w of batch) w.reject(err);
         return;
       }
       // One bad item must not fail its neighbours: the batch rolled back, so retry each alone
-      // (but not for a caller that has gone meanwhile).
+      // (but not for a caller that has gone meanwhile, nor past the batch's deadline: that caller
+      // is answered 503, with nothing written for it).
       clearTimeout(timer);
       timer = undefined;
       for (const w of batch) {
         if (w.abandoned?.()) w.reject(refused.gone);
-        else await write([w]);
+        else if (performance.now() >= deadline) w.reject(refused.unwritten);
+        else await write([w], deadline);
       }
     } finally {
       clearTimeout(timer);

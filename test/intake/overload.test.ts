@@ -127,19 +127,67 @@ describe('group commit bounds (unit)', () => {
     assert.deepEqual(flushed, [[1], [3]], 'item 2 was never written');
   });
 
-  test('a flush that fails because the database is unavailable fails its items together: no item-by-item retry', async () => {
-    let calls = 0;
+  /** A group commit (one writer) each of whose flushes fails with `error()`; `flushes.calls` counts them. */
+  function alwaysFailing(error: () => Error) {
+    const flushes = { calls: 0 };
     const gc = createGroupCommit<number, number>({
       maxBatch: 10,
       writers: 1,
       async flush() {
-        calls++;
+        flushes.calls++;
         await tick();
-        throw new DatabaseUnavailableError('Connection terminated unexpectedly', true);
+        throw error();
       },
     });
+    return { gc, flushes };
+  }
+
+  test('items retried one by one after a failed batch share the batch deadline: one past it is answered 503 unwritten, not flushed alone', async () => {
+    const flushes: number[][] = [];
+    let releaseFirstAlone!: () => void;
+    const gc = createGroupCommit<number, string>({
+      maxBatch: 10,
+      writers: 1,
+      flushTimeoutMs: 100,
+      async flush(items) {
+        flushes.push(items);
+        if (items.length > 1) throw Object.assign(new Error('duplicate key value'), { code: '23505' }); // an item's SQL error
+        // The first item alone outlives the batch's deadline.
+        if (items[0] === 1) await new Promise<void>((r) => (releaseFirstAlone = r));
+        return items.map((n) => `ok ${n}`);
+      },
+    });
+    const all = Promise.allSettled([1, 2, 3].map((n) => gc.submit(n)));
+    await eventually(async () => flushes.length === 2);
+    await new Promise((r) => setTimeout(r, 150)); // past the batch's 100 ms deadline
+    releaseFirstAlone();
+    const settled = await all;
+    assert.deepEqual(flushes, [[1, 2, 3], [1]], 'items 2 and 3 were not written alone after the deadline');
+    for (const s of settled) assert.equal(s.status, 'rejected');
+    const reasons = settled.map((s) => (s as PromiseRejectedResult).reason as DatabaseUnavailableError);
+    assert.ok(reasons.every((e) => e instanceof DatabaseUnavailableError));
+    assert.equal(reasons[0]!.outcomeUnknown, true, 'item 1 was being written at the deadline');
+    assert.deepEqual(reasons.slice(1).map((e) => e.outcomeUnknown), [false, false], 'items 2 and 3: nothing was written');
+  });
+
+  test('a flush that fails to reach the database after the flush timeout answered its callers still opens the breaker', async () => {
+    let fail!: () => void;
+    const gc = createGroupCommit<number, string>({
+      maxBatch: 10,
+      writers: 1,
+      flushTimeoutMs: 50,
+      flush: () => new Promise((_resolve, reject) => (fail = () => reject(new DatabaseUnavailableError('cannot connect to the database (timeout)')))),
+    });
+    await assert.rejects(gc.submit(1), (e: unknown) => e instanceof DatabaseUnavailableError && e.outcomeUnknown);
+    fail();
+    await eventually(async () => gc.refusal() instanceof DatabaseUnavailableError, 2_000);
+    await assert.rejects(gc.submit(2), (e: unknown) => e instanceof DatabaseUnavailableError && !e.outcomeUnknown);
+  });
+
+  test('a flush that fails because the database is unavailable fails its items together: no item-by-item retry', async () => {
+    const { gc, flushes } = alwaysFailing(() => new DatabaseUnavailableError('Connection terminated unexpectedly', true));
     const settled = await Promise.allSettled([1, 2, 3, 4, 5].map((n) => gc.submit(n)));
-    assert.equal(calls, 1, 'one statement against a dead database, not one per item');
+    assert.equal(flushes.calls, 1, 'one statement against a dead database, not one per item');
     for (const s of settled) {
       assert.equal(s.status, 'rejected');
       assert.ok((s as PromiseRejectedResult).reason instanceof DatabaseUnavailableError);
@@ -149,18 +197,9 @@ describe('group commit bounds (unit)', () => {
 
   test('a flush that fails on a connection-level SQLSTATE (08xxx, 57P01) is not retried item by item either', async () => {
     for (const code of ['08006', '57P01', '53300']) {
-      let calls = 0;
-      const gc = createGroupCommit<number, number>({
-        maxBatch: 10,
-        writers: 1,
-        async flush() {
-          calls++;
-          await tick();
-          throw Object.assign(new Error(`server said ${code}`), { code });
-        },
-      });
+      const { gc, flushes } = alwaysFailing(() => Object.assign(new Error(`server said ${code}`), { code }));
       const settled = await Promise.allSettled([1, 2, 3].map((n) => gc.submit(n)));
-      assert.equal(calls, 1, code);
+      assert.equal(flushes.calls, 1, code);
       assert.ok(settled.every((s) => s.status === 'rejected'), code);
     }
   });
@@ -184,7 +223,7 @@ describe('the emits-in-progress limit (unit: the controller, fed made-up periods
     let before = l.limit;
     feed(l, t, 1, 400);
     assert.ok(l.limit >= before / 2 && l.limit < before, `one slow period: ${before} -> ${l.limit}`);
-    feed(l, t, 40, 400);
+    feed(l, t, 8, 400);
     assert.equal(l.limit, MIN_LIMIT);
     // Fast again: once the smoothed time is back under the target, it grows each period, by at
     // most a quarter and one.
@@ -214,6 +253,23 @@ describe('the emits-in-progress limit (unit: the controller, fed made-up periods
     assert.equal(l.limit, MAX_LIMIT);
     feed(l, t, 20, 60);
     assert.ok(l.limit < MAX_LIMIT / 4);
+  });
+
+  test('a server that got slower since its floor was learnt is not held at the minimum: after a spell there, its time then is the floor', () => {
+    const t = { now: 0 };
+    const l = newLimiter(t.now);
+    feed(l, t, 5, 2); // fast once: 2 ms unloaded
+    // Now even 4 emits in progress take 30 ms (a busy disk): no limit makes them faster, and
+    // holding 4 in progress only starves the group commits. Emits are being refused meanwhile.
+    let lowest = l.limit;
+    for (let i = 0; i < 40; i++) {
+      l.refused = true;
+      feed(l, t, 1, 30);
+      lowest = Math.min(lowest, l.limit);
+    }
+    assert.equal(lowest, MIN_LIMIT, 'it did shrink to the minimum first');
+    assert.ok(l.floor >= 25, `the floor follows the time at the minimum: ${l.floor}`);
+    assert.ok(l.limit > MIN_LIMIT * 4, `and the limit opens again: ${l.limit}`);
   });
 
   test('the odds of a refusal while the loop runs late: none up to the target, all at three times it', () => {
@@ -306,6 +362,9 @@ describe('emit over HTTP under overload', () => {
       // Refused before the body is even read: an unsigned, malformed request is shed the same way.
       const garbage = await h.app.request('/api/notifications/emit', { method: 'POST', body: '{not json', headers: { 'content-type': 'application/json' } });
       assert.equal(garbage.status, 429);
+      // The router decodes the path: a percent-encoded spelling of emit's path is emit, shed alike.
+      const encoded = await h.app.request('/api/notifications/%65mit', { method: 'POST', body: '{not json', headers: { 'content-type': 'application/json' } });
+      assert.equal(encoded.status, 429);
       // The engine refuses too (a caller that skips the HTTP layer).
       await assert.rejects(h.engine.emit(Buffer.from(JSON.stringify(body(`${run} shed 3`)))), (e: unknown) => e instanceof OverloadedError);
     } finally {

@@ -3,6 +3,8 @@ import { performance as perf } from 'node:perf_hooks';
 import { DatabaseUnavailableError, OverloadedError } from '../../errors.ts';
 import type { Engine } from '../../engine.ts';
 import { logRefusal, refusal } from '../unavailable.ts';
+import { EMIT_PATH } from '../../intake/signing.ts';
+import { routedPathOf } from '../request-path.ts';
 
 /**
  * Load shedding for emit, before anything else is done for the request: no routing, no body read,
@@ -22,8 +24,9 @@ import { logRefusal, refusal } from '../unavailable.ts';
  *   throughput × target: a burst is let in while emits stay fast, and once they slow down — a
  *   group commit that grows with the queue, a database that does not keep up — the excess is
  *   refused at once instead of waiting. The target is HERALD_SHED_TARGET_MS, or twice the fastest
- *   this server has recently been (a slow disk's fsync sets a floor no limit can go under, and a
- *   target below it would only shrink the group commits that make herald fast);
+ *   this server has recently been, or takes with the fewest emits in progress (a slow disk's fsync
+ *   sets a floor no limit can go under, and a target below it would only shrink the group commits
+ *   that make herald fast);
  * - the event loop runs late, busy with this process's own work (requests wait for its CPU before
  *   any handler sees them, where no count of emits in progress sees them): emits are refused at
  *   random, with a probability from 0 at the target to 1 at three times it, so the CPU the
@@ -44,6 +47,15 @@ export const MAX_LIMIT = 1024;
  * it follows a disk that got slower, not an overload.
  */
 const FLOOR_DRIFT = 1.001;
+
+/**
+ * Control periods in a row at MIN_LIMIT after which the emits' time there is taken as the floor.
+ * With a handful in progress nothing queues for the group commit: what they take is what the
+ * database takes now (a disk that got slower since the floor was learnt), and holding the limit
+ * at its minimum would only shrink the group commits that carry the throughput. The spell lets
+ * the smoothed time forget the overloaded periods that brought the limit down.
+ */
+const PINNED_PERIODS = 10;
 
 /**
  * Above this share of its time busy, the event loop's lateness is this process's own doing. Below
@@ -86,6 +98,8 @@ export interface Limiter {
   floor: number;
   /** Whether the limit refused an emit this period (the floor must not then creep up to the overloaded latency). */
   refused: boolean;
+  /** Periods in a row that ended at MIN_LIMIT (see PINNED_PERIODS). */
+  pinned: number;
 }
 const limiters = new WeakMap<Engine, Limiter>();
 
@@ -98,6 +112,7 @@ export const newLimiter = (now: number): Limiter => ({
   latency: Number.NaN,
   floor: Number.NaN,
   refused: false,
+  pinned: 0,
 });
 
 function limiterOf(engine: Engine): Limiter {
@@ -130,9 +145,11 @@ export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number)
   l.periodCount = 0;
   l.latency = Number.isNaN(l.latency) ? mean : l.latency + ALPHA * (mean - l.latency);
   l.floor = Number.isNaN(l.floor) ? l.latency : Math.min(l.latency, l.refused ? l.floor : l.floor * FLOOR_DRIFT);
+  if (l.pinned >= PINNED_PERIODS) l.floor = l.latency;
   l.refused = false;
   const ratio = Math.min(1.25, Math.max(0.5, Math.max(targetMs, 2 * l.floor) / l.latency));
   l.limit = Math.min(MAX_LIMIT, Math.max(MIN_LIMIT, l.limit * ratio + (ratio >= 1 ? 1 : 0)));
+  l.pinned = l.limit === MIN_LIMIT ? l.pinned + 1 : 0;
 }
 
 /** Probability of refusing an emit while the event loop is `lateMs` late: 0 at the target, 1 at three times it. */
@@ -145,16 +162,6 @@ const tooLate = new OverloadedError('herald is overloaded: its CPU is saturated;
 
 /** Hono's fetch: (request, env?, executionCtx?). */
 type Fetch = (request: Request, ...rest: any[]) => Response | Promise<Response>;
-
-export const EMIT_PATH = '/api/notifications/emit';
-
-/** The path of a request URL (scheme and authority, then the path, then maybe a query). */
-function pathOf(url: string): string {
-  const start = url.indexOf('/', url.indexOf('//') + 2);
-  if (start < 0) return '/';
-  const query = url.indexOf('?', start);
-  return query < 0 ? url.slice(start) : url.slice(start, query);
-}
 
 /** The refusal as a Response, with no Hono context (it is answered before routing). */
 function refuse(engine: Engine, request: Request, err: DatabaseUnavailableError | OverloadedError): Response {
@@ -176,7 +183,7 @@ function refuse(engine: Engine, request: Request, err: DatabaseUnavailableError 
  */
 export function withEmitShedding<F extends Fetch>(engine: Engine, fetch: F): F {
   const shedding: Fetch = (request, ...rest) => {
-    if (request.method !== 'POST' || pathOf(request.url) !== EMIT_PATH) return fetch(request, ...rest);
+    if (request.method !== 'POST' || routedPathOf(request.url) !== EMIT_PATH) return fetch(request, ...rest);
     const intake = engine.intake.refusal();
     if (intake instanceof OverloadedError || intake instanceof DatabaseUnavailableError) return refuse(engine, request, intake);
     const targetMs = engine.settings.shedTargetMs;

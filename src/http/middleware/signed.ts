@@ -4,6 +4,7 @@ import { HttpError } from '../../errors.ts';
 import { IDEMPOTENCY_KEY_RE } from '../../intake/emit.ts';
 import { isSeedEmit, verifyRequestSignature, verifySignature } from '../../intake/signing.ts';
 import type { AppEnv } from '../context.ts';
+import { pathAndQueryOf } from '../request-path.ts';
 
 /**
  * Server-to-server authentication for emit, the dry run and the directory API. Verifies the raw
@@ -14,8 +15,8 @@ import type { AppEnv } from '../context.ts';
  * the query) and body (intake/signing.ts), so this middleware is safe on any new route by default.
  *
  * Also derives the idempotency key: Idempotency-Key header, else the Standard Webhooks
- * webhook-id, else (x-signature carries no timestamp) the body's hash, so a replayed legacy
- * request is a no-op instead of a second notification.
+ * webhook-id, else the body's hash (emit's body-only x-signature carries no timestamp), so a
+ * replayed legacy request is a no-op instead of a second notification.
  */
 export const signed = createMiddleware<AppEnv>(async (c, next) => {
   const engine = c.get('engine');
@@ -46,7 +47,7 @@ export const signed = createMiddleware<AppEnv>(async (c, next) => {
   // bound signature covers is the path as sent, query included.
   const result = isSeedEmit(c.req.method, c.req.path)
     ? verifySignature(common)
-    : verifyRequestSignature({ ...common, method: c.req.method, path: pathAsSent(c.req.url) });
+    : verifyRequestSignature({ ...common, method: c.req.method, path: pathAndQueryOf(c.req.url) });
   if (!result.ok) {
     engine.log.warn({ requestId, path: c.req.path, reason: result.reason }, 'rejected request signature');
     throw new HttpError(401, 'unauthorized');
@@ -62,14 +63,3 @@ export const signed = createMiddleware<AppEnv>(async (c, next) => {
   );
   return next();
 });
-
-/**
- * The path and query of the request URL, undecoded: what the router matched, as the client sent it
- * (the server's URL parsing only resolves dot segments and percent-encodes what must be).
- */
-function pathAsSent(url: string): string {
-  const start = url.indexOf('/', url.indexOf('://') + 3);
-  if (start < 0) return '/';
-  const hash = url.indexOf('#', start);
-  return url.slice(start, hash < 0 ? undefined : hash);
-}
