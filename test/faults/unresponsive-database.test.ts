@@ -15,25 +15,8 @@ import { after, test } from 'node:test';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { startHerald } from '../helpers/processes.ts';
 import { startTcpProxy, viaProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
-import {
-  CLIENT_TIMEOUT_MS,
-  SIGNING_SECRET,
-  examples,
-  expansion,
-  firstAttempt,
-  ledger,
-  retryUnacknowledged,
-  seedTenant,
-  sleep,
-  startHeraldOn,
-  startLoad,
-  stopAllLoads,
-  tally,
-  heraldComplaints,
-  tail,
-  timeline,
-  type Herald,
-} from './emit-load.ts';
+import { CLIENT_TIMEOUT_MS, SIGNING_SECRET, examples, startHeraldOn, tail, tally, timeline, type Herald } from './emit-load.ts';
+import { FaultRun, cleanUpFaults, onCleanUp } from './fault-run.ts';
 
 const skip = BACKEND !== 'postgres' ? "Postgres only: the pg driver's connect and statement timeouts (PGlite has no network)" : undefined;
 
@@ -58,11 +41,7 @@ const READY_BOUND_MS = 3000;
 const RECOVERY_BOUND_MS = 10_000;
 const AFTER_RECOVERY_MS = 1000;
 
-const cleanups: (() => Promise<unknown>)[] = [];
-after(async () => {
-  await stopAllLoads();
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-});
+after(cleanUpFaults);
 
 /** A server that accepts TCP connections and never writes a byte. */
 async function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
@@ -93,7 +72,7 @@ async function startAgainst(databaseUrl: string, bound: number) {
     PORT: '0',
     NODE_ENV: 'production',
   });
-  cleanups.push(() => p.kill('SIGKILL'));
+  onCleanUp(() => p.kill('SIGKILL'));
   const exited = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), bound);
     p.child.once('exit', () => {
@@ -107,7 +86,7 @@ async function startAgainst(databaseUrl: string, bound: number) {
 
 test('herald start against a server that accepts TCP and never answers fails with a clear message within the connect timeout', { skip, timeout: 60_000 }, async (t) => {
   const silent = await silentServer();
-  cleanups.push(() => silent.close());
+  onCleanUp(() => silent.close());
   const closed = await silentServer();
   const closedPort = closed.port;
   await closed.close(); // a port nothing listens on: refused at once
@@ -147,127 +126,50 @@ test('herald start against a server that accepts TCP and never answers fails wit
 
 test('a running herald whose database stops answering (blackhole) answers 503 within a bound and recovers when it is back', { skip, timeout: 90_000 }, async (t) => {
   const db: TestDb = await createTestDb({ migrate: false });
-  cleanups.push(() => db.drop());
+  onCleanUp(() => db.drop());
   const direct = new URL(db.url!);
   const proxy: TcpProxy = await startTcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
-  cleanups.push(() => proxy.close());
+  onCleanUp(() => proxy.close());
   const herald: Herald = await startHeraldOn(viaProxy(db.url!, proxy));
-  cleanups.push(() => herald.proc.kill('SIGKILL'));
-  const tenant = await seedTenant(db.url!);
-  const problems: string[] = [];
-  const h = herald;
-  const t0 = Date.now();
-  const phases: Record<string, number> = {};
-  const phase = (name: string) => (phases[name] = Date.now() - t0);
+  onCleanUp(() => herald.proc.kill('SIGKILL'));
+  const run = await FaultRun.start(herald, db.url!, { rate: RATE, label: 'blackhole', warmupMs: WARMUP_MS });
 
-  const load = startLoad(h.url, tenant, RATE, 'blackhole');
-  await sleep(WARMUP_MS);
   proxy.cut('blackhole');
   const cutAt = Date.now();
-  phase('blackholed');
-  const probes: { path: string; status: number | string; ms: number }[] = [];
+  run.phase('blackholed');
   const openThroughProxy: number[] = [];
-  while (Date.now() - cutAt < BLACKHOLE_MS) {
-    openThroughProxy.push(proxy.open);
-    await Promise.all(
-      ['/healthz', '/readyz'].map(async (path) => {
-        const s = Date.now();
-        const status = await fetch(`${h.url}${path}`, { signal: AbortSignal.timeout(READY_BOUND_MS) }).then(
-          (r) => r.status,
-          (e: Error) => (e.name === 'TimeoutError' ? 'hung' : 'failed'),
-        );
-        probes.push({ path, status, ms: Date.now() - s });
-      }),
-    );
-    await sleep(500);
-  }
+  const probes = await run.probeFor(BLACKHOLE_MS, READY_BOUND_MS, 500, () => openThroughProxy.push(proxy.open));
   proxy.restore();
   const restoredAt = Date.now();
-  phase('restored');
+  run.phase('restored');
 
-  let recoveredAt: number | undefined;
-  while (Date.now() - restoredAt < RECOVERY_BOUND_MS && h.alive()) {
-    const ok = load.firsts().filter((a) => a.sentAt >= restoredAt && a.status === 200);
-    if (ok.length) {
-      recoveredAt = Math.min(...ok.map((a) => a.answeredAt));
-      break;
-    }
-    await sleep(50);
-  }
-  if (recoveredAt !== undefined) await sleep(AFTER_RECOVERY_MS);
-  phase('loadStopping');
-  const records = await load.stop();
-  phase('loadStopped');
-  const firsts = records.map(firstAttempt);
+  const { recoveredAt, records, firsts } = await run.recoverAndStop(restoredAt, RECOVERY_BOUND_MS, AFTER_RECOVERY_MS);
 
   // Requests that met the blackhole early enough that herald's bounds, not the restore, must end them.
   const mustBe503 = firsts.filter((a) => a.sentAt >= cutAt && a.sentAt < restoredAt - BLACKHOLE_ANSWER_BOUND_MS);
   const bad503 = mustBe503.filter((a) => a.status !== 503 || !a.retryAfter || a.answeredAt - a.sentAt > BLACKHOLE_ANSWER_BOUND_MS);
-  if (!mustBe503.length) problems.push('no request was sent early in the blackhole (the load did not run)');
+  if (!mustBe503.length) run.problems.push('no request was sent early in the blackhole (the load did not run)');
   if (bad503.length) {
-    problems.push(
+    run.problems.push(
       `${bad503.length} of ${mustBe503.length} requests sent into the blackhole were not answered 503 + Retry-After within ${BLACKHOLE_ANSWER_BOUND_MS} ms:\n${examples(bad503)}`,
     );
   }
-  const bad = firsts.filter((a) => !(a.status === 200 || ((a.status === 503 || a.status === 429) && a.retryAfter)));
-  if (bad.length) problems.push(`${bad.length} answers other than 200 or 503/429 + Retry-After (hung = no answer within ${CLIENT_TIMEOUT_MS} ms):\n${examples(bad)}`);
-  const health = probes.filter((p) => p.path === '/healthz' && p.status !== 200);
-  const ready = probes.filter((p) => p.path === '/readyz' && p.status !== 503);
-  if (health.length) problems.push(`/healthz during the blackhole: ${JSON.stringify(health.slice(0, 5))}`);
-  if (ready.length) problems.push(`/readyz during the blackhole was not a 503 within ${READY_BOUND_MS} ms: ${JSON.stringify(ready.slice(0, 5))}`);
-  if (!h.alive()) problems.push(h.death());
-  else if (recoveredAt === undefined) problems.push(`no 200 within ${RECOVERY_BOUND_MS} ms of the database path being restored`);
+  run.checkAnswers(firsts, ` (hung = no answer within ${CLIENT_TIMEOUT_MS} ms)`);
+  run.checkProbes(probes, 'during the blackhole', READY_BOUND_MS);
+  run.checkRecovered(recoveredAt, RECOVERY_BOUND_MS, 'the database path being restored');
+  const { l, retried } = await run.retryAndCount(records);
+  const worker = await run.checkWorker('resume');
+  run.phase('expanded');
 
-  const unacknowledged = records.filter((r) => firstAttempt(r).status !== 200).length;
-  // Before any retry: requests answered with an error whose write committed anyway (outcome unknown).
-  const committedUnacknowledged = (await ledger(db.url!, records)).storedUnacknowledged;
-  const stillFailing = h.alive() ? await retryUnacknowledged(h.url, records) : records.filter((r) => r.attempts[0]!.status !== 200);
-  if (stillFailing.length) {
-    problems.push(`${stillFailing.length} requests still not acknowledged after retries:\n${examples(stillFailing.map((r) => r.attempts[0]!))}`);
-  }
-  phase('retried');
-  const l = await ledger(db.url!, records);
-  if (l.lost) problems.push(`${l.lost} acknowledged emits lost`);
-  if (l.duplicated) problems.push(`${l.duplicated} keys stored more than once`);
-  if (l.mismatched) problems.push(`${l.mismatched} keys answered 200 with an eventId other than the stored one`);
-  const worker = h.alive() ? await expansion(db.url!, 15_000) : undefined;
-  if (worker && (worker.pending || worker.missingRows)) {
-    problems.push(`the worker did not resume: ${worker.pending} of ${worker.events} events unexpanded, ${worker.missingRows} without their inbox rows after 15 s`);
-  }
-  phase('expanded');
-
-  const statuses = tally(firsts);
-  const numbers = {
-    test: 'blackhole',
-    rate: RATE,
-    offeredRate: load.offeredRate(),
-    clientLoopLagMs: load.clientLag(),
+  run.report(t, 'blackhole', {
     blackholeMs: restoredAt - cutAt,
-    sent: l.sent,
-    acknowledged: l.acknowledged,
-    lost: l.lost,
-    duplicated: l.duplicated,
-    status503: statuses['503'] ?? 0,
-    other5xx: firsts.filter((a) => typeof a.status === 'number' && a.status >= 500 && a.status !== 503).length,
-    hungOrTransport: firsts.filter((a) => typeof a.status === 'string').length,
-    statuses,
+    ...run.outcomes(l, firsts),
     maxAnswerMsInBlackhole: Math.max(0, ...firsts.filter((a) => a.sentAt >= cutAt && a.sentAt < restoredAt).map((a) => a.answeredAt - a.sentAt)),
     secondBySecond: timeline(firsts, cutAt - 1000, (recoveredAt ?? restoredAt) + 1000),
     proxyOpenConnections: openThroughProxy.join(','),
     readyzInBlackhole: tally(probes.filter((p) => p.path === '/readyz')),
     recoveryMsAfterRestore: recoveredAt === undefined ? null : recoveredAt - restoredAt,
-    unacknowledgedRetried: unacknowledged,
-    committedThoughNotAcknowledged: committedUnacknowledged,
-    stillUnacknowledgedAfterRetries: stillFailing.length,
+    ...retried,
     worker: worker ?? 'process dead',
-    heraldAlive: h.alive(),
-    phasesMs: phases,
-  };
-  t.diagnostic(`fault numbers: ${JSON.stringify(numbers)}`);
-  console.log(`fault numbers: ${JSON.stringify(numbers)}`);
-
-  if (problems.length) {
-    problems.push(`herald's warnings and errors (times from the start of the load):\n${heraldComplaints(h.proc.output(), t0)}`);
-    assert.fail(`${problems.length - 1} problems:\n\n${problems.join('\n\n')}`);
-  }
+  });
 });

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { compileRules } from '../../src/rules/compile.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine, type Engine } from '../../src/engine.ts';
 import { createApp, type HeraldApp } from '../../src/http/app.ts';
 import { isSeedEmit, signRequest, signStandardWebhooks, signXSignature } from '../../src/intake/signing.ts';
-import { silentLogger } from '../../src/log.ts';
+import { silentLogger, type Logger } from '../../src/log.ts';
 import type { HeraldConfig } from '../../src/rules/types.ts';
 import { mintUserToken } from '../../src/cli/demo.ts';
 import { createTestDb, type TestDb } from './db.ts';
@@ -103,4 +105,16 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
     if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A logger at `level` that keeps each JSON line it writes in `lines`: for tests of what herald logs. */
+export function capturingLogger(level = 'warn'): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk));
+      cb();
+    },
+  });
+  return { log: pino({ level }, sink), lines };
 }

@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine } from '../../src/engine.ts';
 import { createApp } from '../../src/http/app.ts';
 import { signRequest, verifyRequestSignature } from '../../src/intake/signing.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
 import { obraCompleted, seedTenant } from '../helpers/fixtures.ts';
-import { createTestHerald, JWT_SECRET, SECRET, signedHeaders, type TestHerald } from '../helpers/herald.ts';
+import { capturingLogger, createTestHerald, JWT_SECRET, SECRET, signedHeaders, type TestHerald } from '../helpers/herald.ts';
 
 /**
  * Issue 24 item 10: every x-signature route but the seed's emit signs
@@ -180,14 +178,8 @@ describe('signed routes other than emit are bound to method, path, body and time
   });
 
   test('Standard Webhooks is refused on these routes, with the reason in the log; emit still accepts it', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        lines.push(String(chunk));
-        cb();
-      },
-    });
-    const app = appWith({ REQUEST_SIGNING_SECRET: SECRET }, pino({ level: 'warn' }, sink));
+    const { log, lines } = capturingLogger();
+    const app = appWith({ REQUEST_SIGNING_SECRET: SECRET }, log);
     const id = randomUUID();
     const body = JSON.stringify({ tenantId: randomUUID() });
     const sw = signedHeaders(body, { scheme: 'standard-webhooks' });
@@ -203,14 +195,8 @@ describe('signed routes other than emit are bound to method, path, body and time
   });
 
   test('an old-style body-only x-signature on a directory route is refused with a reason that names the new header', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        lines.push(String(chunk));
-        cb();
-      },
-    });
-    const app = appWith({ REQUEST_SIGNING_SECRET: SECRET }, pino({ level: 'warn' }, sink));
+    const { log, lines } = capturingLogger();
+    const app = appWith({ REQUEST_SIGNING_SECRET: SECRET }, log);
     const id = randomUUID();
     const body = JSON.stringify({ tenantId: randomUUID() });
     assert.equal((await send('PUT', `/api/users/${id}`, body, { 'x-signature': hmacHex(KEY, body) }, app)).status, 401);

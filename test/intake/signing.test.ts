@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
 import { resolveSettings, SettingsError } from '../../src/config/settings.ts';
 import { createEngine } from '../../src/engine.ts';
 import { createApp } from '../../src/http/app.ts';
 import { signStandardWebhooks, signXSignature, verifySignature, type VerifyInput } from '../../src/intake/signing.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
 import { obraCompleted, seedTenant } from '../helpers/fixtures.ts';
-import { createTestHerald, JWT_SECRET, SECRET, signedHeaders, type TestHerald } from '../helpers/herald.ts';
+import { capturingLogger, createTestHerald, JWT_SECRET, SECRET, signedHeaders, type TestHerald } from '../helpers/herald.ts';
 
 const EMIT = '/api/notifications/emit';
 const KEY = Buffer.from(SECRET);
@@ -399,14 +397,8 @@ describe('POST /api/notifications/emit authentication', () => {
   });
 
   test('REQUEST_SIGNING_DISABLED=1 accepts unsigned requests, and warns on each one', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        lines.push(String(chunk));
-        cb();
-      },
-    });
-    const app = appWith({ REQUEST_SIGNING_DISABLED: '1' }, pino({ level: 'warn' }, sink));
+    const { log, lines } = capturingLogger();
+    const app = appWith({ REQUEST_SIGNING_DISABLED: '1' }, log);
     for (let i = 0; i < 2; i++) await assertAccepted(await send(uniqueEvent(), {}, app), `unsigned #${i}`);
     const warnings = lines.filter((l) => /REQUEST_SIGNING_DISABLED/.test(l));
     assert.equal(warnings.length, 2, 'one warning per unsigned request');
@@ -417,14 +409,8 @@ describe('POST /api/notifications/emit authentication', () => {
   });
 
   test('the 401 reason goes to the log only', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        lines.push(String(chunk));
-        cb();
-      },
-    });
-    const app = appWith({ REQUEST_SIGNING_SECRET: SECRET }, pino({ level: 'warn' }, sink));
+    const { log, lines } = capturingLogger();
+    const app = appWith({ REQUEST_SIGNING_SECRET: SECRET }, log);
     const raw = uniqueEvent();
     const res = await send(raw, { 'x-signature': 'nothex' }, app);
     await assertUnauthorized(res, 'malformed');
