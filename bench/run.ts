@@ -8,6 +8,7 @@
  *   --inbox-rows=N  size of the inbox table (default 1,000,000; 10,000,000 takes minutes to build)
  *   --soak          also run the soak after the rest: emits at half the measured capacity for 10 min
  *                   (quick: 1 min); --soak-minutes=N sets its length; --only herald-soak runs it alone
+ *   --overload-sockets=N   connections of the overload case's load generator (default 256)
  * Prints a markdown table, the ratios to the peers and raw ceilings, and SPEC §3's bars.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -50,6 +51,11 @@ function parseArgs(argv: string[]) {
   if (soakMinutes) {
     sizes.soak.minutes = Number(soakMinutes);
     if (!(sizes.soak.minutes > 0)) throw new Error(`--soak-minutes must be a positive number, got ${soakMinutes}`);
+  }
+  const sockets = opt('overload-sockets');
+  if (sockets) {
+    sizes.overload.sockets = Number(sockets);
+    if (!(sizes.overload.sockets >= 1)) throw new Error(`--overload-sockets must be a positive number, got ${sockets}`);
   }
   const only = opt('only')?.split(',');
   const known = [...ORDER, ...OPTIONAL];

@@ -1,11 +1,11 @@
 import pg from 'pg';
 import { signXSignature } from '../../src/intake/signing.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';
-import { Pool } from 'undici';
 import { httpLoad, type PreparedRequest } from '../lib/http-load.ts';
+import { pacedRaw } from '../lib/raw-http.ts';
 import type { ModeResult } from '../lib/result.ts';
 import { fmt, now, percentile } from '../lib/stats.ts';
-import { startMeter, type Usage } from '../lib/usage.ts';
+import { serverFigures, startMeter, type Usage } from '../lib/usage.ts';
 import { startServer } from './herald-http.ts';
 
 const SUBJECT = 'herald overload (HTTP emit, workflow mode)';
@@ -35,56 +35,23 @@ interface Tally {
   accepted: number[];
   acceptedIds: string[];
   shed: number[];
+  /** Of each answer's latency, the part before it was written to a connection (generator, pool). */
+  waited: number[];
   statuses: Map<number, number>;
 }
 
-/**
- * Open loop, as lib/http-load.ts's pacedHttp, with undici's Pool instead of node:http's Agent: it
- * costs the load generator about a third of the CPU per request here, and at 3× herald's capacity
- * the generator shares the box's two cores with herald and Postgres (with node:http it took ~70 %
- * of a core and starved the server it measured). Request i is due at t0 + i/rate; one waiting for
- * a free connection waits from its due time (no coordinated omission).
- */
-async function pacedUndici(
-  port: number,
-  opts: { rate: number; durationMs: number; sockets: number; make(i: number): PreparedRequest; onResponse(status: number, body: string, latencyMs: number): void },
-): Promise<void> {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: opts.sockets, pipelining: 1, keepAliveTimeout: 30_000 });
-  const total = Math.floor((opts.rate * opts.durationMs) / 1000);
-  const inFlight = new Set<Promise<void>>();
-  const t0 = now();
-  let next = 0;
-  try {
-    while (next < total) {
-      const elapsed = now() - t0;
-      while (next < total && next <= (elapsed * opts.rate) / 1000) {
-        const due = t0 + (next * 1000) / opts.rate;
-        const r = opts.make(next++);
-        const p = pool
-          .request({ path: r.path, method: 'POST', headers: r.headers, body: r.body })
-          .then(async (res) => opts.onResponse(res.statusCode, await res.body.text(), now() - due))
-          .catch((err: Error) => opts.onResponse(0, err.message, now() - due));
-        inFlight.add(p);
-        void p.then(() => inFlight.delete(p));
-      }
-      await new Promise<void>((resolve) => setTimeout(resolve, 2));
-    }
-    await Promise.all(inFlight);
-  } finally {
-    await pool.close();
-  }
-}
-
 async function paced(port: number, rate: number, durationMs: number, sockets: number, from: number): Promise<Tally & { ms: number }> {
-  const t: Tally = { accepted: [], acceptedIds: [], shed: [], statuses: new Map() };
+  const t: Tally = { accepted: [], acceptedIds: [], shed: [], waited: [], statuses: new Map() };
   const t0 = now();
-  await pacedUndici(port, {
+  await pacedRaw(port, {
     rate,
     durationMs,
     sockets,
     make: (i) => signed(from + i),
-    onResponse(status, body, latencyMs) {
+    wantsBody: (status) => status === 200,
+    onResponse(status, body, latencyMs, waitedMs) {
       t.statuses.set(status, (t.statuses.get(status) ?? 0) + 1);
+      t.waited.push(waitedMs);
       if (status === 200) {
         t.accepted.push(latencyMs);
         const id = /"eventId":"([^"]+)"/.exec(body)?.[1];
@@ -141,10 +108,7 @@ export async function runOverload(opts: OverloadOptions, report: (r: ModeResult)
       usage: probeUsage,
       verified: `ok (answers: ${statusList(probe.statuses)})`,
       extra: {
-        handlingP50Ms: probeServer.handlingP50Ms ?? Number.NaN,
-        handlingP99Ms: probeServer.handlingP99Ms ?? Number.NaN,
-        loopDelayP99Ms: probeServer.loopDelayP99Ms ?? Number.NaN,
-        loopDelayMaxMs: probeServer.loopDelayMaxMs ?? Number.NaN,
+        ...serverFigures(probeServer),
       },
     });
     log(
@@ -211,15 +175,12 @@ export async function runOverload(opts: OverloadOptions, report: (r: ModeResult)
         fiveHundreds: fivexx.reduce((n, [, c]) => n + c, 0),
         rssStartMb: rssStart,
         rssEndMb: rssEnd,
-        handlingP50Ms: serverUsage.handlingP50Ms ?? Number.NaN,
-        handlingP99Ms: serverUsage.handlingP99Ms ?? Number.NaN,
-        loopDelayP99Ms: serverUsage.loopDelayP99Ms ?? Number.NaN,
-        loopDelayMaxMs: serverUsage.loopDelayMaxMs ?? Number.NaN,
+        ...serverFigures(serverUsage),
       },
     });
     log(
       `3× (${fmt(rate)}/s offered): accepted ${fmt(over.accepted.length / seconds)}/s p50 ${fmt(percentile(over.accepted, 50))} / p99 ${fmt(acceptedP99)} / max ${fmt(largest(over.accepted))} ms ` +
-        `(${fmt(acceptedP99 / unloadedP99)}× the unloaded p99), shed ${fmt(over.shed.length / seconds)}/s (p99 ${fmt(percentile(over.shed, 99))} ms), ` +
+        `(${fmt(acceptedP99 / unloadedP99)}× the unloaded p99; before a connection took it: p50 ${fmt(percentile(over.waited, 50))} / p99 ${fmt(percentile(over.waited, 99))} ms), shed ${fmt(over.shed.length / seconds)}/s (p99 ${fmt(percentile(over.shed, 99))} ms), ` +
         `answers ${statusList(over.statuses)}, server RSS ${fmt(rssStart)} → ${fmt(rssEnd)} MB (peak ${fmt(serverUsage.peakRssMb)}), ` +
         `inside the server p50 ${fmt(serverUsage.handlingP50Ms)} / p99 ${fmt(serverUsage.handlingP99Ms)} ms, loop delay p99 ${fmt(serverUsage.loopDelayP99Ms)} / max ${fmt(serverUsage.loopDelayMaxMs)} ms; CPU: server ${fmt(serverUsage.nodeCpuMs / serverUsage.wallMs * 100)} %, ` +
         `Postgres ${fmt(pgUsage.pgCpuMs / serverUsage.wallMs * 100)} %, load generator ${fmt((cpu.user + cpu.system) / 1000 / serverUsage.wallMs * 100)} %, box ${fmt(pgUsage.boxBusyPct)} % of 200; ${verdict}`,

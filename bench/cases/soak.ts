@@ -7,7 +7,7 @@ import { httpLoad, pacedHttp, type PreparedRequest } from '../lib/http-load.ts';
 import type { ModeResult } from '../lib/result.ts';
 import { judgeStability, type SoakWindow } from '../lib/stability.ts';
 import { fmt, now, percentile, sleep } from '../lib/stats.ts';
-import { startMeter, type Usage } from '../lib/usage.ts';
+import { serverFigures, startMeter, type Usage } from '../lib/usage.ts';
 import { startServer } from './herald-http.ts';
 
 const SUBJECT = 'herald soak (HTTP emit, workflow mode)';
@@ -125,10 +125,7 @@ export async function runSoak(
         verified: bad ? `failed responses: ${bad}` : 'ok (every answer a 200; rows checked at the end)',
         extra: {
           backlogEvents: backlog,
-          handlingP50Ms: serverUsage.handlingP50Ms ?? Number.NaN,
-          handlingP99Ms: serverUsage.handlingP99Ms ?? Number.NaN,
-          loopDelayP99Ms: serverUsage.loopDelayP99Ms ?? Number.NaN,
-          loopDelayMaxMs: serverUsage.loopDelayMaxMs ?? Number.NaN,
+          ...serverFigures(serverUsage),
         },
       });
       log(

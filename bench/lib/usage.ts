@@ -23,6 +23,14 @@ export interface Usage {
   handlingP99Ms?: number;
 }
 
+/** The measured server's own figures (time inside it, its event-loop delay) as a result's extras: NaN where it reported none. */
+export const serverFigures = (u: Usage) => ({
+  handlingP50Ms: u.handlingP50Ms ?? Number.NaN,
+  handlingP99Ms: u.handlingP99Ms ?? Number.NaN,
+  loopDelayP99Ms: u.loopDelayP99Ms ?? Number.NaN,
+  loopDelayMaxMs: u.loopDelayMaxMs ?? Number.NaN,
+});
+
 /** CPU % (of 100 per core) that the box spent on things outside this measurement. */
 export const foreignPct = (u: Usage) =>
   Math.max(0, u.boxBusyPct - (100 * (u.nodeCpuMs + u.pgCpuMs + (u.loadGenCpuMs ?? 0))) / u.wallMs);

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { serve, type ServerType } from '@hono/node-server';
 import { DatabaseUnavailableError, OverloadedError } from '../../src/errors.ts';
-import { adapt, answered, MAX_LIMIT, MIN_LIMIT, newLimiter, refusalOdds, SAMPLE_MS, type Limiter } from '../../src/http/middleware/shed.ts';
+import { adapt, answered, MAX_LIMIT, MIN_LIMIT, newLimiter, lateOdds, SAMPLE_MS, type Limiter } from '../../src/http/middleware/shed.ts';
 import { createGroupCommit } from '../../src/storage/group-commit.ts';
 import { BACKEND } from '../helpers/db.ts';
 import { createTestHerald, eventually, signedHeaders, type TestHerald } from '../helpers/herald.ts';
@@ -211,7 +211,7 @@ describe('the emits-in-progress limit (unit: the controller, fed made-up periods
     for (let i = 0; i < periods; i++) {
       answered(l, ms);
       t.now += SAMPLE_MS;
-      adapt(l, t.now, target, lateMs);
+      adapt(l, t.now, target, lateMs, 1);
     }
   }
 
@@ -272,12 +272,38 @@ describe('the emits-in-progress limit (unit: the controller, fed made-up periods
     assert.ok(l.limit > MIN_LIMIT * 4, `and the limit opens again: ${l.limit}`);
   });
 
-  test('the odds of a refusal while the loop runs late: none up to the target, all at three times it', () => {
-    assert.equal(refusalOdds(5, 10), 0);
-    assert.equal(refusalOdds(10, 10), 0);
-    assert.equal(refusalOdds(20, 10), 0.5);
-    assert.equal(refusalOdds(30, 10), 1);
-    assert.equal(refusalOdds(300, 10), 1);
+  test('the odds of a refusal for a late loop rise while it runs later than the target on its own work, and fall back when it does not', () => {
+    let odds = 0;
+    odds = lateOdds(odds, 1, 10, 10, 1);
+    assert.equal(odds, 0, 'on time: none');
+    odds = lateOdds(odds, 1, 20, 10, 1);
+    assert.ok(Math.abs(odds - 0.05) < 1e-9, `a target's worth late for one period: ${odds}`);
+    for (let i = 0; i < 100; i++) odds = lateOdds(odds, 1, 300, 10, 1);
+    assert.equal(odds, 1, 'late for long: every emit');
+    // The same lateness with the loop mostly idle: another process held the CPU; refusing emits
+    // would not help, so the odds fall.
+    odds = lateOdds(odds, 1, 300, 10, 0.5);
+    assert.ok(odds < 1);
+    // Back on time: back to none, faster after a long pause (several periods at once).
+    odds = lateOdds(odds, 50, 2, 10, 1);
+    assert.equal(odds, 0);
+  });
+
+  test('refusals for lateness settle where the loop keeps to the target: a loop whose lateness grows with the share it accepts', () => {
+    // A toy server: lateness rises linearly with the share of emits accepted beyond what its CPU
+    // can take (here 30 %). The odds must settle near refusing 70 %, with the loop near its target.
+    const t = { now: 0 };
+    const l = newLimiter(t.now);
+    let late = 0;
+    for (let i = 0; i < 400; i++) {
+      const accepted = 1 - l.lateOdds;
+      const target = 10 + (accepted - 0.3) * 100;
+      late += 0.4 * (Math.max(0, target) - late);
+      t.now += SAMPLE_MS;
+      adapt(l, t.now, 10, late, 1);
+    }
+    assert.ok(Math.abs(l.lateOdds - 0.7) < 0.05, `odds ${l.lateOdds}`);
+    assert.ok(late < 15, `the loop near its target: ${late} ms late`);
   });
 });
 

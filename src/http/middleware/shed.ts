@@ -29,9 +29,12 @@ import { routedPathOf } from '../request-path.ts';
  *   that make herald fast);
  * - the event loop runs late, busy with this process's own work (requests wait for its CPU before
  *   any handler sees them, where no count of emits in progress sees them): emits are refused at
- *   random, with a probability from 0 at the target to 1 at three times it, so the CPU the
- *   refusals save lets the process catch up. A loop that is late but mostly idle waited for a CPU
- *   held by something else (a busy neighbour, a container's quota): no refusal helps that.
+ *   random, with odds that rise while the loop is later than the target and fall while it is not
+ *   (integral control: the odds settle wherever the loop keeps to the target, so the process keeps
+ *   some CPU to read and refuse every request promptly; odds that were a fixed function of the
+ *   lateness settled with the loop 20–30 ms late and the server reading fewer requests a second
+ *   than arrived). A loop that is late but mostly idle waited for a CPU held by something else (a
+ *   busy neighbour, a container's quota): no refusal helps that, and the odds fall.
  * Not on PGlite, whose database runs on the event loop and writes one group commit at a time: its
  * loop is late and its emits slow by design (the intake's bounds still apply there).
  */
@@ -47,6 +50,9 @@ export const MAX_LIMIT = 1024;
  * it follows a disk that got slower, not an overload.
  */
 const FLOOR_DRIFT = 1.001;
+
+/** How far the refusal odds move per period, per target's worth of lateness above (or below) it. */
+const ODDS_GAIN = 0.05;
 
 /**
  * Control periods in a row at MIN_LIMIT after which the emits' time there is taken as the floor.
@@ -100,6 +106,8 @@ export interface Limiter {
   refused: boolean;
   /** Periods in a row that ended at MIN_LIMIT (see PINNED_PERIODS). */
   pinned: number;
+  /** The odds of refusing an emit for the event loop's lateness (see lateOdds). */
+  lateOdds: number;
 }
 const limiters = new WeakMap<Engine, Limiter>();
 
@@ -113,6 +121,7 @@ export const newLimiter = (now: number): Limiter => ({
   floor: Number.NaN,
   refused: false,
   pinned: 0,
+  lateOdds: 0,
 });
 
 function limiterOf(engine: Engine): Limiter {
@@ -131,12 +140,15 @@ export function answered(l: Limiter, ms: number): void {
 }
 
 /**
- * Once per period with answered emits: limit ← limit × target / latency (at most halved, at most
- * +25 % and one), `lateMs` (the event loop's lateness) taken off the latency first.
+ * Once per period: the refusal odds for lateness move (lateOdds; `busy` is the loop's utilisation),
+ * and if emits were answered, limit ← limit × target / latency (at most halved, at most +25 % and
+ * one), `lateMs` (the event loop's lateness) taken off the latency first.
  */
-export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number): void {
-  if (now - l.periodStart < SAMPLE_MS) return;
+export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number, busy: number): void {
+  const periods = Math.floor((now - l.periodStart) / SAMPLE_MS);
+  if (periods < 1) return;
   l.periodStart = now;
+  l.lateOdds = lateOdds(l.lateOdds, periods, lateMs, targetMs, busy);
   if (l.periodCount === 0) return; // nothing answered: nothing learnt (a stuck database is the intake's to detect)
   // The part of the emits' time this limit governs: beyond the event loop's own lateness, which
   // fewer emits in progress cannot shorten (the lateness has its own refusals, below).
@@ -152,9 +164,15 @@ export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number)
   l.pinned = l.limit === MIN_LIMIT ? l.pinned + 1 : 0;
 }
 
-/** Probability of refusing an emit while the event loop is `lateMs` late: 0 at the target, 1 at three times it. */
-export function refusalOdds(lateMs: number, targetMs: number): number {
-  return Math.min(1, Math.max(0, (lateMs - targetMs) / (2 * targetMs)));
+/**
+ * The odds of refusing an emit for the event loop's lateness, `periods` control periods after they
+ * were `odds`: up by ODDS_GAIN per period for each target's worth the loop runs later than the
+ * target (at most two), down as fast (at most one) while it is on time or late for want of a CPU
+ * rather than through its own work (`busy`, the loop's utilisation, at most BUSY).
+ */
+export function lateOdds(odds: number, periods: number, lateMs: number, targetMs: number, busy: number): number {
+  const error = busy > BUSY ? Math.min(2, Math.max(-1, (lateMs - targetMs) / targetMs)) : -1;
+  return Math.min(1, Math.max(0, odds + ODDS_GAIN * error * Math.min(periods, 100)));
 }
 
 const tooMany = new OverloadedError('herald is overloaded: too many emits in progress; retry later', 1);
@@ -190,12 +208,12 @@ export function withEmitShedding<F extends Fetch>(engine: Engine, fetch: F): F {
     if (targetMs === 0 || engine.db.kind === 'pglite') return fetch(request, ...rest);
     const l = limiterOf(engine);
     const admitted = performance.now();
-    adapt(l, admitted, targetMs, loop.late);
+    adapt(l, admitted, targetMs, loop.late, loop.busy);
     if (l.inFlight >= l.limit) {
       l.refused = true;
       return refuse(engine, request, tooMany);
     }
-    if (loop.late > targetMs && loop.busy > BUSY && Math.random() < refusalOdds(loop.late, targetMs)) return refuse(engine, request, tooLate);
+    if (l.lateOdds > 0 && Math.random() < l.lateOdds) return refuse(engine, request, tooLate);
     l.inFlight++;
     const settled = (res: Response) => {
       l.inFlight--;
