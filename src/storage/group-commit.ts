@@ -31,6 +31,8 @@ import { DatabaseUnavailableError, OverloadedError } from '../errors.ts';
  *   From then until a flush settles, the writers are stalled: the database does not answer, so
  *   what is refused or dropped meanwhile is refused as DatabaseUnavailableError (503), at once,
  *   not as OverloadedError. Before that, a database that hangs cannot be told from a slow one.
+ *   Items retried one by one after a failed batch share the batch's deadline: one not yet written
+ *   by then gets a DatabaseUnavailableError with nothing written for it.
  */
 export interface GroupCommitOptions<T, R> {
   /** Writes a batch and returns one result per item, in order. Must be all-or-nothing. */
@@ -100,6 +102,11 @@ function failsTheWholeBatch(err: unknown): boolean {
   if (err instanceof DatabaseUnavailableError || err instanceof OverloadedError) return true;
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^((08|53|58)[0-9A-Z]{3}|57P0[1-5])$/.test(code);
+}
+
+/** Resolves at `deadline` (performance.now() time); its timer does not hold the process open. */
+function sleepUntil(deadline: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - performance.now())).unref());
 }
 
 export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCommit<T, R> {
@@ -216,12 +223,13 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
    * caller's wait stays bounded by one flush timeout however many neighbours go before it.
    */
   async function write(batch: Waiting<T, R>[], deadline = performance.now() + stallMs): Promise<void> {
+    const startedAt = performance.now();
     let answered = false;
     let timer: NodeJS.Timeout | undefined;
     if (deadline !== Infinity) {
       timer = setTimeout(() => {
         answered = true;
-        const err = new DatabaseUnavailableError(`the database did not answer the write within ${opts.flushTimeoutMs} ms`, true);
+        const err = new DatabaseUnavailableError(`the database did not answer the write within ${Math.round(deadline - startedAt)} ms`, true);
         for (const w of batch) w.reject(err);
       }, Math.max(0, deadline - performance.now()));
     }
@@ -231,9 +239,10 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
       down = undefined;
       if (!answered) batch.forEach((w, i) => w.resolve(results[i]!));
     } catch (err) {
-      if (err instanceof DatabaseUnavailableError) {
-        // The breaker opens whether or not the timeout already answered these callers. Nothing is
-        // sent for a refused emit, so its refusal's outcome is known.
+      if (err instanceof DatabaseUnavailableError && wroteAt < startedAt) {
+        // The breaker opens whether or not the timeout already answered these callers, unless a
+        // write succeeded since this one began (a flush that fails late, its database since
+        // answering the other writer). Nothing is sent for a refused emit: its outcome is known.
         down = { at: performance.now(), refusal: new DatabaseUnavailableError(err.message) };
       }
       // Callers answered at the timeout are not written again: they were told the outcome is unknown.
@@ -247,11 +256,19 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
       // is answered 503, with nothing written for it).
       clearTimeout(timer);
       timer = undefined;
+      let last: Promise<void> | undefined;
       for (const w of batch) {
         if (w.abandoned?.()) w.reject(refused.gone);
         else if (performance.now() >= deadline) w.reject(refused.unwritten);
-        else await write([w], deadline);
+        else {
+          // A write that hangs is answered at the deadline by its own timer, and the items after
+          // it must not wait for it to settle (that is the driver's bound, not ours).
+          last = write([w], deadline);
+          await Promise.race([last, sleepUntil(deadline)]);
+        }
       }
+      // The writer slot stays taken until the last write really settles.
+      await last;
     } finally {
       clearTimeout(timer);
     }

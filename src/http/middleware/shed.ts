@@ -55,13 +55,17 @@ const FLOOR_DRIFT = 1.001;
 const ODDS_GAIN = 0.05;
 
 /**
- * Control periods in a row at MIN_LIMIT after which the emits' time there is taken as the floor.
- * With a handful in progress nothing queues for the group commit: what they take is what the
- * database takes now (a disk that got slower since the floor was learnt), and holding the limit
- * at its minimum would only shrink the group commits that carry the throughput. The spell lets
- * the smoothed time forget the overloaded periods that brought the limit down.
+ * Control periods (with answered emits) in a row at MIN_LIMIT after which the floor may rise
+ * towards the emits' time there, at most doubling each time. With a handful in progress little
+ * queues for the group commit, so that time is mostly what the database takes now (a disk that
+ * got slower since the floor was learnt), and holding the limit at its minimum would only shrink
+ * the group commits that carry the throughput. Doubling at most, and only after a spell that lets
+ * the smoothed time forget the overloaded periods, keeps a real overload from reopening the limit.
  */
 const PINNED_PERIODS = 10;
+
+/** The refusal odds for lateness never reach 1: a loop kept late by the worker still lets emits in. */
+const MAX_LATE_ODDS = 0.95;
 
 /**
  * Above this share of its time busy, the event loop's lateness is this process's own doing. Below
@@ -100,7 +104,10 @@ export interface Limiter {
   periodCount: number;
   /** Smoothed mean time in the server of accepted emits (ms; NaN before the first). */
   latency: number;
-  /** The smallest `latency` lately (rising slowly, but not while refusing): what this server does unloaded. */
+  /**
+   * The smallest `latency` lately: what this server does unloaded. It rises slowly while nothing is
+   * refused, and after a spell at MIN_LIMIT (PINNED_PERIODS).
+   */
   floor: number;
   /** Whether the limit refused an emit this period (the floor must not then creep up to the overloaded latency). */
   refused: boolean;
@@ -157,7 +164,10 @@ export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number,
   l.periodCount = 0;
   l.latency = Number.isNaN(l.latency) ? mean : l.latency + ALPHA * (mean - l.latency);
   l.floor = Number.isNaN(l.floor) ? l.latency : Math.min(l.latency, l.refused ? l.floor : l.floor * FLOOR_DRIFT);
-  if (l.pinned >= PINNED_PERIODS) l.floor = l.latency;
+  if (l.pinned >= PINNED_PERIODS) {
+    l.floor = Math.max(l.floor, Math.min(l.latency, 2 * l.floor));
+    l.pinned = 0;
+  }
   l.refused = false;
   const ratio = Math.min(1.25, Math.max(0.5, Math.max(targetMs, 2 * l.floor) / l.latency));
   l.limit = Math.min(MAX_LIMIT, Math.max(MIN_LIMIT, l.limit * ratio + (ratio >= 1 ? 1 : 0)));
@@ -166,13 +176,16 @@ export function adapt(l: Limiter, now: number, targetMs: number, lateMs: number,
 
 /**
  * The odds of refusing an emit for the event loop's lateness, `periods` control periods after they
- * were `odds`: up by ODDS_GAIN per period for each target's worth the loop runs later than the
- * target (at most two), down as fast (at most one) while it is on time or late for want of a CPU
- * rather than through its own work (`busy`, the loop's utilisation, at most BUSY).
+ * were `odds`: up by ODDS_GAIN for each target's worth the loop runs later than the target (at most
+ * two), down as fast (at most one) per period while it is on time or late for want of a CPU rather
+ * than through its own work (`busy`, the loop's utilisation, at most BUSY). They are updated when an
+ * emit arrives: after a quiet spell they fall for every period missed, but rise by one period's step
+ * only (one late sample after a pause is not a spell of lateness). At most MAX_LATE_ODDS.
  */
 export function lateOdds(odds: number, periods: number, lateMs: number, targetMs: number, busy: number): number {
   const error = busy > BUSY ? Math.min(2, Math.max(-1, (lateMs - targetMs) / targetMs)) : -1;
-  return Math.min(1, Math.max(0, odds + ODDS_GAIN * error * Math.min(periods, 100)));
+  const steps = error < 0 ? Math.min(periods, 100) : 1;
+  return Math.min(MAX_LATE_ODDS, Math.max(0, odds + ODDS_GAIN * error * steps));
 }
 
 const tooMany = new OverloadedError('herald is overloaded: too many emits in progress; retry later', 1);
