@@ -61,6 +61,8 @@ export interface Db extends Queryable {
    * A lost wake-up only delays work until the next poll.
    */
   wake(channel: string): void;
+  /** PGlite only: the data directory as a tarball, which StorageOptions.pgliteDump starts from. */
+  dumpDataDir?(): Promise<Blob>;
   close(): Promise<void>;
 }
 

@@ -9,6 +9,12 @@ export interface StorageOptions {
   databaseUrl?: string;
   /** PGlite's data directory; `undefined` keeps the database in memory (tests). */
   dataDir?: string;
+  /**
+   * PGlite: start from this dump of a data directory (PGlite's dumpDataDir) instead of creating
+   * one. Creating runs initdb inside WASM, seconds each time; the test suite starts every file's
+   * database from one migrated dump made at the start of the run.
+   */
+  pgliteDump?: Blob;
   poolSize?: number;
   onError?: (err: Error) => void;
   /** Postgres: connecting, and waiting for a free pooled connection (HERALD_DB_CONNECT_TIMEOUT_MS). */
@@ -37,7 +43,7 @@ export async function openStorage(opts: StorageOptions): Promise<Db> {
     }
     return db;
   }
-  return openPglite(opts.dataDir);
+  return openPglite(opts.dataDir, opts.pgliteDump);
 }
 
 /** The first connection failed: say which setting points where, and why, never the credentials. */

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import pg from 'pg';
 import type { Db } from '../../src/storage/db.ts';
 import { migrate } from '../../src/storage/migrate.ts';
@@ -15,17 +17,30 @@ export interface TestDb {
   drop(): Promise<void>;
 }
 
+const dumps = new Map<string, Blob>();
+
+/** The suite's PGlite template of that name (see db-templates.ts), read once per process; none outside the runner. */
+function pgliteTemplate(file: 'empty.tar' | 'migrated.tar'): Blob | undefined {
+  const folder = process.env.HERALD_TEST_PGLITE_TEMPLATES;
+  if (!folder) return undefined;
+  let dump = dumps.get(file);
+  if (!dump) dumps.set(file, (dump = new Blob([readFileSync(join(folder, file))])));
+  return dump;
+}
+
 /** A fresh, migrated database: a new Postgres database (dropped afterwards), or in-memory PGlite. */
 export async function createTestDb(opts: { migrate?: boolean } = {}): Promise<TestDb> {
+  const migrated = opts.migrate !== false;
   if (BACKEND === 'pglite') {
-    const db = await openStorage({});
-    if (opts.migrate !== false) await migrate(db);
+    const db = await openStorage({ pgliteDump: pgliteTemplate(migrated ? 'migrated.tar' : 'empty.tar') });
+    if (migrated) await migrate(db); // a no-op on the migrated template
     return { db, url: undefined, drop: () => db.close() };
   }
   const name = `herald_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const template = migrated ? process.env.HERALD_TEST_PG_TEMPLATE : undefined;
   const admin = new pg.Client({ connectionString: ADMIN_URL });
   await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`);
   await admin.end();
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;

@@ -5,8 +5,8 @@ import type { Db, QueryResult, Queryable } from '../db.ts';
  * Embedded Postgres (WASM) in a local directory. PGlite is a single connection: it serialises
  * queries and transactions itself, so a transaction here blocks other queries until it ends.
  */
-export async function openPglite(dataDir: string | undefined): Promise<Db> {
-  const pglite = await PGlite.create(dataDir ? { dataDir } : {});
+export async function openPglite(dataDir: string | undefined, dump?: Blob): Promise<Db> {
+  const pglite = await PGlite.create({ ...(dataDir ? { dataDir } : {}), ...(dump ? { loadDataDir: dump } : {}) });
   // One process owns a PGlite directory, so a wake-up only has in-process listeners to reach.
   const listeners = new Map<string, Set<(payload: string) => void>>();
 
@@ -63,6 +63,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     wake(channel) {
       for (const fn of listeners.get(channel) ?? []) fn('');
     },
+    dumpDataDir: async () => pglite.dumpDataDir('none'),
     async close() {
       await pglite.close();
     },
