@@ -3,7 +3,9 @@
  * it: a transaction that becomes `herald_user` with the caller's claims (storage/queries/session.ts)
  * and then queries. The test itself connects as a superuser (which bypasses RLS), so every check
  * switches role inside a transaction; superuser reads are used only to verify what really happened.
- * Reference: reliability-security.md §3.4.
+ * The policies under test (storage/migrations/0001_foundation.sql): a user selects, updates and
+ * deletes only rows whose user_id is their auth.uid() and never inserts; the engine inserts and
+ * reads only as herald_engine with herald.actor = 'engine'.
  */
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
