@@ -27,7 +27,7 @@ import { RUN_JOB } from '../src/storage/queries/runs.ts';
 import { closedLoop } from './lib/drive.ts';
 import { serve } from '@hono/node-server';
 import { createApp } from '../src/http/app.ts';
-import { signXSignature } from '../src/intake/signing.ts';
+import { signXSignature } from '../src/signing.ts';
 import { openHerald, pingBody, SIGNING_SECRET, startBody, trackedWorker } from './lib/herald.ts';
 import { withoutWakeups } from './cases/herald-queue.ts';
 import { httpLoad, type PreparedRequest } from './lib/http-load.ts';

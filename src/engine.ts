@@ -5,13 +5,13 @@ import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
 import { EXPAND_EVENT_JOB, expandEventsHandler } from './intake/process-event.ts';
 import { createDirectWriter } from './intake/direct-writer.ts';
 import { createEventWriter } from './intake/event-writer.ts';
-import { dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
+import { acceptEvent, dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';
 import type { MaintenanceTask } from './jobs/maintenance.ts';
-import { createWorker, type Worker, type WorkerOptions } from './jobs/worker.ts';
+import { createWorker, type JobHandler, type Worker, type WorkerOptions } from './jobs/worker.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createOutboundFetch } from './outbound/guard.ts';
-import type { CompiledRules } from './rules/compile.ts';
+import { ruleFor, validateCtx, type CompiledRules } from './rules/compile.ts';
 import type { Db } from './storage/db.ts';
 import { pruneKeys } from './storage/queries/idempotency.ts';
 import { pruneFlowWindows } from './storage/queries/flow-control.ts';
@@ -101,7 +101,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
         maintenance: maintenanceTasks(settings),
         handlers: {
           [EXPAND_EVENT_JOB]: expandEventsHandler(deps.rules),
-          [RUN_JOB.code]: workflowRunHandler({ db: deps.db, rules: deps.rules, log: deps.log, metrics, baseUrl }),
+          [RUN_JOB.code]: codeRunHandler({ db: deps.db, rules: deps.rules, log: deps.log, metrics, baseUrl }),
           [RUN_JOB.http]: httpDeliveryHandler({
             db: deps.db, log: deps.log, metrics, signingKeys: settings.qstashSigningKeys, timeoutMs: settings.deliveryTimeoutMs, fetch: outbound,
             lazyFetchBytes: settings.lazyFetchBytes,
@@ -117,6 +117,26 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
         ...overrides,
       }),
   };
+}
+
+/**
+ * The code-first workflow runs' job handler (`workflow.run`), given what `step.send` needs from the
+ * rules (checking the ctx, throwing ValidationError) and intake (accepting the event), which
+ * workflow/ may not import. bench/lib/herald.ts builds its worker's handler with it too.
+ */
+export function codeRunHandler(deps: { db: Db; rules: CompiledRules; log: Logger; metrics: Metrics; baseUrl: string }): JobHandler {
+  const { rules } = deps;
+  return workflowRunHandler({
+    db: deps.db,
+    workflows: rules.workflows,
+    log: deps.log,
+    metrics: deps.metrics,
+    baseUrl: deps.baseUrl,
+    events: {
+      validate: (type, ctx) => validateCtx(ruleFor(rules, type), ctx),
+      accept: (tx, event) => acceptEvent(tx, rules, event),
+    },
+  });
 }
 
 /** Leader-only periodic work shared by every worker process. */

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signXSignature } from '../../src/signing.ts';
 import { compileEntry } from '../lib/compile.ts';
 import { pcts } from '../lib/drive.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';

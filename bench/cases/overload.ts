@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signXSignature } from '../../src/signing.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';
 import { httpLoad, type PreparedRequest } from '../lib/http-load.ts';
 import { pacedRaw } from '../lib/raw-http.ts';

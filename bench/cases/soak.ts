@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signXSignature } from '../../src/signing.ts';
 import { EXPAND_EVENT_JOB } from '../../src/intake/process-event.ts';
 import { pcts } from '../lib/drive.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { resolveSettings } from '../../src/config/settings.ts';
-import { createEngine, type Engine } from '../../src/engine.ts';
+import { codeRunHandler, createEngine, type Engine } from '../../src/engine.ts';
 import { EXPAND_EVENT_JOB, eventIdsOf, expandEventsHandler } from '../../src/intake/process-event.ts';
 import type { JobHandler, Worker } from '../../src/jobs/worker.ts';
 import { silentLogger } from '../../src/log.ts';
@@ -12,7 +12,6 @@ import type { Db } from '../../src/storage/db.ts';
 import { migrate } from '../../src/storage/migrate.ts';
 import { openStorage } from '../../src/storage/open.ts';
 import { RUN_JOB } from '../../src/storage/queries/runs.ts';
-import { workflowRunHandler } from '../../src/workflow/executor.ts';
 
 export const SIGNING_SECRET = 'bench-signing-secret-0123456789';
 export const JWT_SECRET = 'bench-jwt-secret-0123456789-0123456789-abcdef';
@@ -103,7 +102,7 @@ export function trackedWorker(
   onRunStart?: (runId: string) => void,
 ): Worker {
   const expand = expandEventsHandler(engine.rules);
-  const runCode = workflowRunHandler({ db: engine.db, rules: engine.rules, log: engine.log, metrics: engine.metrics, baseUrl: engine.baseUrl });
+  const runCode = codeRunHandler(engine);
   const handlers: Record<string, JobHandler> = {
     [EXPAND_EVENT_JOB]: {
       run: (payload, ctx) => {

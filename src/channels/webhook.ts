@@ -1,5 +1,5 @@
 import { secretBytes } from '../config/settings.ts';
-import { signStandardWebhooks } from '../intake/signing.ts';
+import { signStandardWebhooks } from '../signing.ts';
 import type { OutboundFetch } from '../outbound/guard.ts';
 import { DeliveryFailure, retryAfterMs, type ChannelProvider } from './provider.ts';
 

@@ -1,6 +1,6 @@
 import type { Settings } from '../config/settings.ts';
 import { ENV, resolveSettings, secretBytes } from '../config/settings.ts';
-import { isSeedEmit, signRequest, signXSignature } from '../intake/signing.ts';
+import { isSeedEmit, signRequest, signXSignature } from '../signing.ts';
 import { readDevSecrets, type DevSecrets } from './dev-secrets.ts';
 
 /** Where a CLI command finds the running herald: --url, then $HERALD_URL, then 127.0.0.1:$PORT. */

@@ -2,7 +2,8 @@ import type { CompiledRule, CompiledRules } from './compile.ts';
 import type { CompiledEmailText } from './compile-channels.ts';
 import { allowedBy, describePreference, type Preference } from './preferences.ts';
 import type { DeliveryChannel, Recipient } from './types.ts';
-import { toE164 } from '../channels/phone.ts';
+import { toE164 } from './phone.ts';
+import type { PlannedDelivery } from '../storage/queries/deliveries.ts';
 
 /** What the channel planner reads from storage (implemented on storage, faked by nothing). */
 export interface DeliveryLookups {
@@ -12,23 +13,8 @@ export interface DeliveryLookups {
   webhookEndpoints(type: string, tenantId: string | null): Promise<{ id: string; url: string }[]>;
 }
 
-/** One email, WhatsApp message or webhook POST to create. */
-export interface PlannedDelivery {
-  channel: DeliveryChannel;
-  userId: string | null;
-  tenantId: string | null;
-  endpointId: string | null;
-  destination: string;
-  destinationHost: string | null;
-  message: Record<string, unknown>;
-  /** `${eventId}:${channel}:${user or endpoint}`: re-processing an event creates nothing new. */
-  dedupeKey: string;
-  /** queued: send now; held: wait for the end of quiet hours; digest: open or join a digest. */
-  decision: 'queued' | 'held' | 'digest';
-  reason: string;
-  heldUntil: Date | null;
-  digest: { key: string; windowMs: number } | null;
-}
+/** One email, WhatsApp message or webhook POST to create (its shape is storage's, which inserts it). */
+export type { PlannedDelivery } from '../storage/queries/deliveries.ts';
 
 /** An effect the rules declared that will not happen, and why (shown by the dry run). */
 export interface SkippedEffect {

@@ -3,19 +3,10 @@ import type { CompiledRule, CompiledRules, CompiledText } from './compile.ts';
 import { planChannels, type DeliveryLookups, type PlannedDelivery, type SkippedEffect } from './plan-channels.ts';
 import { resolveRecipients, selectors, type Directory, type RecipientDecision } from './recipients.ts';
 import type { Recipient } from './types.ts';
+import type { InAppNotification } from '../storage/queries/notifications.ts';
 
-/** One in-app notification row to insert. */
-export interface InAppNotification {
-  userId: string;
-  tenantId: string | null;
-  title: string;
-  body: string | null;
-  type: string;
-  actionUrl: string | null;
-  data: Record<string, unknown>;
-  /** `${eventId}:in_app:${userId}`: re-processing the same event inserts nothing new. */
-  dedupeKey: string;
-}
+/** One in-app notification row to insert (its shape is storage's, which inserts it). */
+export type { InAppNotification } from '../storage/queries/notifications.ts';
 
 export interface Plan {
   eventId: string;

@@ -1,18 +1,8 @@
 import type { z } from 'zod';
 import type { Duration, WorkflowDefinition } from '../workflow/types.ts';
 
-/** A recipient as the rules see it: a directory entry, or a bare id named in the ctx. */
-export interface Recipient {
-  id: string;
-  tenantId: string | null;
-  email: string | null;
-  phone: string | null;
-  locale: string | null;
-  timezone: string | null;
-  name: string | null;
-  /** false when the id came from the ctx and has no directory entry. */
-  inDirectory: boolean;
-}
+/** A recipient as the rules see it: a directory entry, or a bare id named in the ctx (storage reads it). */
+export type { Recipient } from '../storage/queries/users.ts';
 
 /** Who an event is for. Built with the selectors passed to `recipients(ctx, to)`. */
 export type RecipientSelection =

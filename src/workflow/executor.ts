@@ -1,10 +1,8 @@
 import { coerceError, LeaseLostError, NonRetriableError, RetryAfterError, ValidationError } from '../errors.ts';
-import { acceptEvent } from '../intake/emit.ts';
 import { uuidv7, isUuid } from '../ids.ts';
 import type { JobContext, JobHandler } from '../jobs/worker.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import { ruleFor, validateCtx, type CompiledRules } from '../rules/compile.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import { getRunLocked, RUN_JOB, runJobKey } from '../storage/queries/runs.ts';
 import { finishCodeRun, finishRun } from '../storage/queries/run-end.ts';
@@ -24,16 +22,32 @@ import { lockRunEvent, recordWaitFromEvent, takeRunEvent } from '../storage/quer
 import { enqueueJob } from '../storage/queries/jobs.ts';
 import { durationMs, instantMs } from './duration.ts';
 import { broadcastNotify, checkEventId, decodeEventData, encodeNotifyData } from './notify.ts';
+import type { CompiledWorkflows } from './compile.ts';
 import { createReplayCheck } from './replay-check.ts';
+import type { StartedRun } from './start.ts';
 import type { NotifyResult, WaitResult, WorkflowStep } from './types.ts';
 
 export interface ExecutorDeps {
   db: Db;
-  rules: CompiledRules;
+  /** The config's workflows, by name. */
+  workflows: CompiledWorkflows;
+  /** What `step.send` needs from the layers above (rules, intake); engine.ts builds it. */
+  events: StepEvents;
   log: Logger;
   metrics: Metrics;
   /** herald's base URL, for the `url` of code workflows' waiters. */
   baseUrl: string;
+}
+
+/**
+ * Events sent by `step.send`, checked by the rules and accepted by intake. Injected, because
+ * workflow/ sits below both (test/house/layers.test.ts).
+ */
+export interface StepEvents {
+  /** The event's ctx, validated by its rule; throws ValidationError (unknown type, bad field). */
+  validate(type: string, ctx: unknown): Record<string, unknown>;
+  /** Workflow mode's intake of the event in tx: the event, its expansion job, the runs it starts. */
+  accept(tx: Queryable, event: { id: string; type: string; ctx: Record<string, unknown>; tenantId: string | null }): Promise<StartedRun[]>;
 }
 
 /** Thrown through the workflow function when the run pauses (sleep, wait); never an error. */
@@ -65,7 +79,7 @@ export function workflowRunHandler(deps: ExecutorDeps): JobHandler {
 async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): Promise<void> {
   const { run, steps } = await getRunAndSteps(deps.db, runId);
   if (!run || run.state !== 'running') return; // cancelled or finished meanwhile: nothing to do
-  const wf = deps.rules.workflows.byName.get(run.workflow);
+  const wf = deps.workflows.byName.get(run.workflow);
   if (!wf) throw new NonRetriableError(`workflow "${run.workflow}" is not in the config any more`);
 
   const recorded = new Map<string, StepRow>(steps.map((s) => [s.step_id, s]));
@@ -215,7 +229,7 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
       if (row?.state === 'completed') return row.output as { eventId: string };
       let valid: Record<string, unknown>;
       try {
-        valid = validateCtx(ruleFor(deps.rules, type), ctx);
+        valid = deps.events.validate(type, ctx);
       } catch (err) {
         if (err instanceof ValidationError) throw new NonRetriableError(`step.send("${id}"): ${err.message}`);
         throw err;
@@ -225,7 +239,7 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
         const saved = await job.commit(async (tx) => {
           const eventId = uuidv7();
           const tenantId = isUuid(valid.tenantId) ? valid.tenantId.toLowerCase() : null;
-          const runs = await acceptEvent(tx, deps.rules, { id: eventId, type, ctx: valid, tenantId });
+          const runs = await deps.events.accept(tx, { id: eventId, type, ctx: valid, tenantId });
           return recordStep(tx, {
             runId, stepId: id, type: 'send',
             output: { eventId, idempotencyKey: `${runId}:${id}`, workflowRuns: runs.map((r) => r.workflowRunId) },

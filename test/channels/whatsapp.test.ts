@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { toE164 } from '../../src/channels/phone.ts';
+import { toE164 } from '../../src/rules/phone.ts';
 import { defineConfig, rule, z } from '../../src/index.ts';
 import { ANA, BEN, createChannelHerald, type ChannelHerald } from '../helpers/channels.ts';
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { signRequest } from '../../src/intake/signing.ts';
+import { signRequest } from '../../src/signing.ts';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 import { HERALD_BIN, startHerald, type Proc } from '../helpers/processes.ts';

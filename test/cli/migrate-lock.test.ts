@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { secretBytes } from '../../src/config/settings.ts';
 import { DEMO } from '../../src/cli/demo.ts';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signXSignature } from '../../src/signing.ts';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 import { HERALD_BIN, startHerald, type Proc } from '../helpers/processes.ts';
 

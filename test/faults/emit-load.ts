@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import { Agent, request } from 'undici';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signXSignature } from '../../src/signing.ts';
 import { startHerald, type Proc } from '../helpers/processes.ts';
 
 export const SIGNING_SECRET = 'fault-test-signing-secret-0123456789';

@@ -6,7 +6,7 @@ import { loadConfig } from '../../src/config/load-config.ts';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine, type Engine } from '../../src/engine.ts';
 import { createApp, type HeraldApp } from '../../src/http/app.ts';
-import { isSeedEmit, signRequest, signStandardWebhooks, signXSignature } from '../../src/intake/signing.ts';
+import { isSeedEmit, signRequest, signStandardWebhooks, signXSignature } from '../../src/signing.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
 import type { HeraldConfig } from '../../src/rules/types.ts';
 import { mintUserToken } from '../../src/cli/demo.ts';

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { createEngine } from '../../src/engine.ts';
 import { createApp } from '../../src/http/app.ts';
-import { signRequest, verifyRequestSignature } from '../../src/intake/signing.ts';
+import { signRequest, verifyRequestSignature } from '../../src/signing.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
 import { obraCompleted, seedTenant } from '../helpers/fixtures.ts';
 import { capturingLogger, createTestHerald, JWT_SECRET, SECRET, signedHeaders, type TestHerald } from '../helpers/herald.ts';

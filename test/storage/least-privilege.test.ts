@@ -11,7 +11,7 @@ import { loadConfig } from '../../src/config/load-config.ts';
 import { resolveSettings, secretBytes } from '../../src/config/settings.ts';
 import { createEngine, type Engine } from '../../src/engine.ts';
 import { createApp, type HeraldApp } from '../../src/http/app.ts';
-import { signXSignature } from '../../src/intake/signing.ts';
+import { signXSignature } from '../../src/signing.ts';
 import type { Worker } from '../../src/jobs/worker.ts';
 import type { Db, Queryable } from '../../src/storage/db.ts';
 import { loadMigrations, migrate } from '../../src/storage/migrate.ts';

@@ -35,7 +35,7 @@ function target(base: string, args: ApiArgs): { method: string; url: URL; signed
 /**
  * `herald api <METHOD> <path> [body]`: sends a signed request to herald's server-to-server API (the
  * users directory, preferences, the dry run, emit) and prints the answer. Every route but emit signs
- * `<timestamp>\n<METHOD> <path>\n<body>` (intake/signing.ts), which the CLI computes so no one has to.
+ * `<timestamp>\n<METHOD> <path>\n<body>` (src/signing.ts), which the CLI computes so no one has to.
  */
 export async function apiCommand(env: NodeJS.ProcessEnv, args: ApiArgs): Promise<number> {
   const settings = resolveSettings(env);

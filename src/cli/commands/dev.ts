@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { resolveSettings, ENV, secretBytes } from '../../config/settings.ts';
-import { signXSignature } from '../../intake/signing.ts';
+import { signXSignature } from '../../signing.ts';
 import { DEMO, mintUserToken, seedDemoDirectory } from '../demo.ts';
 import { loadOrCreateDevSecrets } from '../dev-secrets.ts';
 import { acquireDataDirLock } from '../data-dir-lock.ts';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { resolveSettings } from '../../config/settings.ts';
-import { signStandardWebhooks } from '../../intake/signing.ts';
+import { signStandardWebhooks } from '../../signing.ts';
 import { missingSigningSecret, printBody, request, serverUrl, signatureHeaders, signingSecret } from '../client.ts';
 
 export interface EmitArgs {

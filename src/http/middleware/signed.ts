@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
 import { HttpError } from '../../errors.ts';
 import { IDEMPOTENCY_KEY_RE } from '../../intake/emit.ts';
-import { isSeedEmit, verifyRequestSignature, verifySignature } from '../../intake/signing.ts';
+import { isSeedEmit, verifyRequestSignature, verifySignature } from '../../signing.ts';
 import type { AppEnv } from '../context.ts';
 import { pathAndQueryOf } from '../request-path.ts';
 
@@ -12,7 +12,7 @@ import { pathAndQueryOf } from '../request-path.ts';
  *
  * `POST /api/notifications/emit` keeps seed 004's body-only signature (or Standard Webhooks); every
  * other route this guards verifies a signature bound to its timestamp, method, path (as sent, with
- * the query) and body (intake/signing.ts), so this middleware is safe on any new route by default.
+ * the query) and body (src/signing.ts), so this middleware is safe on any new route by default.
  *
  * Also derives the idempotency key: Idempotency-Key header, else the Standard Webhooks
  * webhook-id, else the body's hash (emit's body-only x-signature carries no timestamp), so a

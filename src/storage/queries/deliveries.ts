@@ -1,5 +1,4 @@
 import type { Queryable } from '../db.ts';
-import type { PlannedDelivery } from '../../rules/plan-channels.ts';
 import { uuidv7 } from '../../ids.ts';
 
 export type DeliveryState = 'queued' | 'held' | 'sending' | 'sent' | 'failed' | 'dead';
@@ -33,6 +32,27 @@ export interface DeliveryRow {
   updated_at: Date;
   sent_at: Date | null;
   dead_at: Date | null;
+}
+
+/**
+ * One email, WhatsApp message or webhook POST to create, as the rules plan it (rules/plan-channels.ts
+ * re-exports it) and insertDeliveries stores it.
+ */
+export interface PlannedDelivery {
+  channel: DeliveryRow['channel'];
+  userId: string | null;
+  tenantId: string | null;
+  endpointId: string | null;
+  destination: string;
+  destinationHost: string | null;
+  message: Record<string, unknown>;
+  /** `${eventId}:${channel}:${user or endpoint}`: re-processing an event creates nothing new. */
+  dedupeKey: string;
+  /** queued: send now; held: wait for the end of quiet hours; digest: open or join a digest. */
+  decision: 'queued' | 'held' | 'digest';
+  reason: string;
+  heldUntil: Date | null;
+  digest: { key: string; windowMs: number } | null;
 }
 
 export interface AttemptRow {

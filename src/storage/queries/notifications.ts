@@ -1,6 +1,18 @@
 import type { Queryable } from '../db.ts';
-import type { InAppNotification } from '../../rules/plan.ts';
 import { uuidv7 } from '../../ids.ts';
+
+/** One in-app notification row to insert, as the rules plan it (rules/plan.ts re-exports it). */
+export interface InAppNotification {
+  userId: string;
+  tenantId: string | null;
+  title: string;
+  body: string | null;
+  type: string;
+  actionUrl: string | null;
+  data: Record<string, unknown>;
+  /** `${eventId}:in_app:${userId}`: re-processing the same event inserts nothing new. */
+  dedupeKey: string;
+}
 
 /** One event's in-app rows (an expansion batch carries many events). */
 export interface EventNotifications {

@@ -1,5 +1,4 @@
 import type { Queryable, Statement } from '../db.ts';
-import type { Recipient } from '../../rules/types.ts';
 import { preferencesOf, preferencesStatement, quietHolds, type PreferenceRow } from './preferences.ts';
 import { endpointsFor } from './webhook-endpoints.ts';
 
@@ -10,6 +9,22 @@ export interface DirectoryUserInput {
   locale?: string | null;
   timezone?: string | null;
   name?: string | null;
+}
+
+/**
+ * A recipient as the rules see it: a directory entry, or a bare id named in the ctx. Defined here
+ * (storage reads it) and re-exported by rules/types.ts, the public name.
+ */
+export interface Recipient {
+  id: string;
+  tenantId: string | null;
+  email: string | null;
+  phone: string | null;
+  locale: string | null;
+  timezone: string | null;
+  name: string | null;
+  /** false when the id came from the ctx and has no directory entry. */
+  inDirectory: boolean;
 }
 
 interface UserRow {
