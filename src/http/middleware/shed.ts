@@ -3,7 +3,7 @@ import { performance as perf } from 'node:perf_hooks';
 import { DatabaseUnavailableError, OverloadedError } from '../../errors.ts';
 import type { Engine } from '../../engine.ts';
 import { logRefusal, refusal } from '../unavailable.ts';
-import { EMIT_PATH } from '../../intake/signing.ts';
+import { EMIT_PATH } from '../../signing.ts';
 import { routedPathOf } from '../request-path.ts';
 
 /**
