@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { distIsFresh } from '../../scripts/dist.mjs';
 import { HERALD_BIN, startHerald } from '../helpers/processes.ts';
 
@@ -20,6 +20,7 @@ let dir = '';
 let t: TestDb | undefined;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'herald-cli-'));
+  if (BACKEND === 'pglite') seededDataDir(join(dir, 'data'), 'empty'); // skips initdb in the herald processes (migrate still applies every migration)
   if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
 });
 after(async () => {

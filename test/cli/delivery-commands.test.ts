@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { signRequest } from '../../src/signing.ts';
-import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 import { HERALD_BIN, startHerald, type Proc } from '../helpers/processes.ts';
 
@@ -31,6 +31,7 @@ const herald = (args: string[]) =>
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'herald-cli-dl-'));
+  if (BACKEND === 'pglite') seededDataDir(join(dir, 'data')); // skips initdb in the herald processes
   if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
   await writeFile(
     join(dir, 'herald.config.ts'),

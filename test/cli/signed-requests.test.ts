@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { signatureHeaders } from '../../src/cli/client.ts';
-import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { HERALD_BIN, REPO, startHerald, type Proc } from '../helpers/processes.ts';
 
 /**
@@ -32,6 +32,7 @@ const herald = (args: string[]) => run(process.execPath, [HERALD_BIN, ...args]);
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'herald-cli-signed-'));
+  if (BACKEND === 'pglite') seededDataDir(join(dir, 'data')); // skips initdb in the herald processes
   if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
   server = startHerald(['start'], {
     ...(t ? { DATABASE_URL: t.url! } : { DATABASE_URL: '', HERALD_DATA_DIR: join(dir, 'data') }),

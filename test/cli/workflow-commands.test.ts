@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 import { HERALD_BIN, startHerald, type Proc } from '../helpers/processes.ts';
 
@@ -29,6 +29,7 @@ const herald = (args: string[], env: Record<string, string> = {}) =>
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'herald-cli-wf-'));
+  if (BACKEND === 'pglite') seededDataDir(join(dir, 'data')); // skips initdb in the herald processes
   if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
   // A project's own config: one workflow that waits for an approval.
   await writeFile(

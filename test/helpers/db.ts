@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { Db } from '../../src/storage/db.ts';
@@ -26,6 +27,21 @@ function pgliteTemplate(file: 'empty.tar' | 'migrated.tar'): Blob | undefined {
   let dump = dumps.get(file);
   if (!dump) dumps.set(file, (dump = new Blob([readFileSync(join(folder, file))])));
   return dump;
+}
+
+/**
+ * `dir` as a HERALD_DATA_DIR whose PGlite database (`pgdata/`) is already created (and with
+ * 'migrated', migrated) from the run's template, so a herald process started on it skips initdb,
+ * seconds in WASM. Outside the runner (no templates), or for a test of the first run itself,
+ * herald creates it as a newcomer's would. Returns `dir`.
+ */
+export function seededDataDir(dir: string, template: 'empty' | 'migrated' = 'migrated'): string {
+  const folder = process.env.HERALD_TEST_PGLITE_TEMPLATES;
+  if (!folder) return dir;
+  const pgdata = join(dir, 'pgdata'); // cli/runtime.ts: pgliteDir
+  mkdirSync(pgdata, { recursive: true });
+  execFileSync('tar', ['-xf', join(folder, `${template}.tar`), '-C', pgdata], { stdio: ['ignore', 'ignore', 'ignore'] });
+  return dir;
 }
 
 /** A fresh, migrated database: a new Postgres database (dropped afterwards), or in-memory PGlite. */

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { serve as serveHttp, type ServerType } from '@hono/node-server';
 import { Client, serve as serveWorkflow } from '@upstash/workflow';
 import { QSTASH_DEV } from '../../src/workflow/http/dev-credentials.ts';
-import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 import { freePort, startHerald, type Proc } from '../helpers/processes.ts';
 
@@ -25,6 +25,7 @@ let handler: (req: Request) => Promise<Response> = async () => new Response('sta
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'herald-qstash-dev-'));
+  if (BACKEND === 'pglite') seededDataDir(join(dir, 'data')); // skips initdb in the herald processes
   if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
   port = await freePort();
   await new Promise<void>((resolve) => {

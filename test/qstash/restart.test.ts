@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { serve as serveHttp, type ServerType } from '@hono/node-server';
 import { Client, serve as serveWorkflow } from '@upstash/workflow';
-import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
+import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { eventually } from '../helpers/herald.ts';
 import { freePort, startHerald, type Proc } from '../helpers/processes.ts';
 
@@ -44,6 +44,7 @@ function startHeraldProcess(): Proc {
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'herald-restart-'));
+  if (BACKEND === 'pglite') seededDataDir(join(dir, 'data')); // skips initdb in the herald processes
   if (BACKEND === 'postgres') t = await createTestDb({ migrate: false });
   heraldPort = await freePort();
   await new Promise<void>((resolve) => {
