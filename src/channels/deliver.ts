@@ -6,22 +6,11 @@ import type { Metrics } from '../metrics.ts';
 import type { CompiledRules } from '../rules/compile.ts';
 import type { RateLimit } from '../rules/compile-channels.ts';
 import type { Queryable } from '../storage/db.ts';
-import {
-  finishAttempt,
-  lockDelivery,
-  markDead,
-  markLostAttempts,
-  markRetrying,
-  markSent,
-  postpone,
-  recentAttemptsOn,
-  recentSendsTo,
-  saveMessage,
-  sessionOpen,
-  startAttempt,
-  type DeliveryRow,
-} from '../storage/queries/deliveries.ts';
+import { lockDelivery, markDead, markRetrying, markSent, postpone, saveMessage, type DeliveryRow } from '../storage/queries/deliveries.ts';
+import { finishAttempt, markLostAttempts, startAttempt } from '../storage/queries/delivery-attempts.ts';
+import { recentAttemptsOn, recentSendsTo } from '../storage/queries/rate-counts.ts';
 import { getEndpoint, setEndpointDisabled } from '../storage/queries/webhook-endpoints.ts';
+import { sessionOpen } from '../storage/queries/whatsapp-sessions.ts';
 import { finalMessage } from './digest.ts';
 import { DeliveryFailure, type ChannelProvider, type SendInput, type SendResult } from './provider.ts';
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { HeraldConfig } from '../../src/rules/types.ts';
-import { attemptsOf, getDelivery, type AttemptRow, type DeliveryRow, type DeliveryState } from '../../src/storage/queries/deliveries.ts';
+import { getDelivery, type DeliveryRow, type DeliveryState } from '../../src/storage/queries/deliveries.ts';
+import { attemptsOf, type AttemptRow } from '../../src/storage/queries/delivery-attempts.ts';
 import { eventually } from './herald.ts';
 import { ADMIN_TOKEN, createWorkflowHerald, type WorkflowHerald } from './workflow.ts';
 

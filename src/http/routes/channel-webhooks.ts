@@ -2,8 +2,9 @@ import { Hono } from 'hono';
 import { verifyUnsubscribeToken } from '../../channels/unsubscribe.ts';
 import { parseWhatsAppWebhook, verifyMetaSignature } from '../../channels/whatsapp.ts';
 import { HttpError } from '../../errors.ts';
-import { recordInbound, recordProviderStatus } from '../../storage/queries/deliveries.ts';
 import { setPreference } from '../../storage/queries/preferences.ts';
+import { recordProviderStatus } from '../../storage/queries/provider-statuses.ts';
+import { recordInbound } from '../../storage/queries/whatsapp-sessions.ts';
 import type { AppEnv } from '../context.ts';
 import { tokenMatches } from '../middleware/bearer-token.ts';
 

@@ -5,17 +5,17 @@ import { HttpError, ValidationError } from '../../errors.ts';
 import { isUuid, uuidv7 } from '../../ids.ts';
 import { parseJsonObject } from '../../intake/parse-body.ts';
 import {
-  attemptsOf,
   DELIVERY_STATES,
   deliveryJob,
   getDelivery,
   listDeliveries,
   redrive,
-  statusesOf,
   type DeliveryRow,
   type DeliveryState,
 } from '../../storage/queries/deliveries.ts';
+import { attemptsOf } from '../../storage/queries/delivery-attempts.ts';
 import { enqueueJobs } from '../../storage/queries/jobs.ts';
+import { statusesOf } from '../../storage/queries/provider-statuses.ts';
 import { createEndpoint, deleteEndpoint, getEndpoint, listEndpoints, setEndpointDisabled, type EndpointRow } from '../../storage/queries/webhook-endpoints.ts';
 import type { AppEnv } from '../context.ts';
 import { bearerToken } from '../middleware/bearer-token.ts';

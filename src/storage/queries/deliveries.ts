@@ -1,3 +1,10 @@
+/**
+ * Deliveries (herald_deliveries): one email, WhatsApp message or webhook POST per row, as planned
+ * (insertDeliveries, with digests), sent (lock, mark sent, retrying or dead, postpone), read,
+ * listed and redriven, and the job that sends one. Its attempts live in delivery-attempts.ts, the
+ * counts rate limits read in rate-counts.ts, providers' status reports in provider-statuses.ts and
+ * the WhatsApp window in whatsapp-sessions.ts.
+ */
 import type { Queryable } from '../db.ts';
 import { uuidv7 } from '../../ids.ts';
 
@@ -53,17 +60,6 @@ export interface PlannedDelivery {
   reason: string;
   heldUntil: Date | null;
   digest: { key: string; windowMs: number } | null;
-}
-
-export interface AttemptRow {
-  delivery_id: string;
-  attempt: number;
-  host: string | null;
-  started_at: Date;
-  finished_at: Date | null;
-  outcome: 'sent' | 'transient' | 'permanent' | 'lost' | null;
-  response: string | null;
-  error: string | null;
 }
 
 const COLUMNS = `id, event_id, event_type, channel, user_id, tenant_id, endpoint_id, destination, destination_host, message,
@@ -151,56 +147,6 @@ export async function lockDelivery(tx: Queryable, id: string): Promise<(Delivery
   return (await tx.query<DeliveryRow & { now: Date }>(`SELECT ${COLUMNS}, now() AS now FROM herald_deliveries WHERE id = $1 FOR UPDATE`, [id])).rows[0];
 }
 
-/** An attempt that started and never finished belonged to a worker that died mid-send. */
-export async function markLostAttempts(tx: Queryable, id: string): Promise<void> {
-  await tx.query(
-    `UPDATE herald_delivery_attempts SET finished_at = now(), outcome = 'lost', error = 'the worker stopped during the attempt; the message may have been sent'
-     WHERE delivery_id = $1 AND finished_at IS NULL`,
-    [id],
-  );
-}
-
-/** How many messages went to this user on this channel within the period, and when the oldest may age out. */
-export async function recentSendsTo(tx: Queryable, userId: string, channel: string, periodMs: number) {
-  const { rows } = await tx.query<{ n: number; oldest: Date | null }>(
-    `SELECT count(*)::int AS n, min(sent_at) AS oldest FROM herald_deliveries
-     WHERE user_id = $1 AND channel = $2 AND sent_at > now() - make_interval(secs => $3::double precision / 1000)`,
-    [userId, channel, periodMs],
-  );
-  return rows[0]!;
-}
-
-export async function recentAttemptsOn(tx: Queryable, host: string, periodMs: number) {
-  const { rows } = await tx.query<{ n: number; oldest: Date | null }>(
-    `SELECT count(*)::int AS n, min(started_at) AS oldest FROM herald_delivery_attempts
-     WHERE host = $1 AND started_at > now() - make_interval(secs => $2::double precision / 1000)`,
-    [host, periodMs],
-  );
-  return rows[0]!;
-}
-
-export async function startAttempt(tx: Queryable, d: { id: string; attempt: number; host: string | null; provider: string }): Promise<void> {
-  await tx.query(
-    `UPDATE herald_deliveries SET state = 'sending', attempts = $2, provider = $3, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
-    [d.id, d.attempt, d.provider],
-  );
-  await tx.query(
-    `INSERT INTO herald_delivery_attempts (delivery_id, attempt, host) VALUES ($1, $2, $3)
-     ON CONFLICT (delivery_id, attempt) DO UPDATE SET started_at = now(), finished_at = NULL, outcome = NULL, response = NULL, error = NULL, host = EXCLUDED.host`,
-    [d.id, d.attempt, d.host],
-  );
-}
-
-export async function finishAttempt(
-  tx: Queryable,
-  d: { id: string; attempt: number; outcome: 'sent' | 'transient' | 'permanent'; response: string | null; error: string | null },
-): Promise<void> {
-  await tx.query(
-    `UPDATE herald_delivery_attempts SET finished_at = now(), outcome = $3, response = $4, error = $5 WHERE delivery_id = $1 AND attempt = $2`,
-    [d.id, d.attempt, d.outcome, d.response?.slice(0, 2000) ?? null, d.error?.slice(0, 2000) ?? null],
-  );
-}
-
 export async function markSent(tx: Queryable, id: string, providerMessageId: string | null): Promise<void> {
   await tx.query(
     `UPDATE herald_deliveries SET state = 'sent', sent_at = now(), provider_message_id = $2, last_error = NULL, updated_at = now() WHERE id = $1`,
@@ -237,19 +183,6 @@ export async function postpone(tx: Queryable, id: string, delayMs: number, reaso
 
 export async function getDelivery(db: Queryable, id: string): Promise<DeliveryRow | undefined> {
   return (await db.query<DeliveryRow>(`SELECT ${COLUMNS} FROM herald_deliveries WHERE id = $1`, [id])).rows[0];
-}
-
-export async function attemptsOf(db: Queryable, id: string): Promise<AttemptRow[]> {
-  return (await db.query<AttemptRow>(`SELECT * FROM herald_delivery_attempts WHERE delivery_id = $1 ORDER BY attempt`, [id])).rows;
-}
-
-export async function statusesOf(db: Queryable, id: string) {
-  return (
-    await db.query<{ status: string; reported_at: Date | null; detail: unknown; received_at: Date }>(
-      `SELECT status, reported_at, detail, received_at FROM herald_delivery_statuses WHERE delivery_id = $1 ORDER BY id`,
-      [id],
-    )
-  ).rows;
 }
 
 export interface DeliveryFilter {
@@ -302,39 +235,6 @@ export async function redrive(tx: Queryable, ids: string[] | 'all-dead', maxAtte
 
 export async function deliveryCounts(db: Queryable): Promise<{ channel: string; state: string; n: number }[]> {
   return (await db.query<{ channel: string; state: string; n: number }>(`SELECT channel, state, count(*)::int AS n FROM herald_deliveries GROUP BY 1, 2 ORDER BY 1, 2`)).rows;
-}
-
-/** A provider's status report for a message it accepted; returns the delivery it belongs to. */
-export async function recordProviderStatus(
-  db: Queryable,
-  s: { provider: string; providerMessageId: string; status: string; reportedAt: Date | null; detail: unknown },
-): Promise<string | undefined> {
-  const { rows } = await db.query<{ id: string }>(
-    `WITH d AS (
-       UPDATE herald_deliveries SET provider_status = $3, updated_at = now()
-       WHERE provider = $1 AND provider_message_id = $2 RETURNING id)
-     INSERT INTO herald_delivery_statuses (delivery_id, status, reported_at, detail)
-     SELECT id, $3, $4, $5::jsonb FROM d RETURNING delivery_id AS id`,
-    [s.provider, s.providerMessageId, s.status, s.reportedAt, JSON.stringify(s.detail ?? {})],
-  );
-  return rows[0]?.id;
-}
-
-export async function recordInbound(db: Queryable, phone: string, at: Date): Promise<void> {
-  await db.query(
-    `INSERT INTO herald_whatsapp_sessions (phone, last_inbound_at) VALUES ($1, $2)
-     ON CONFLICT (phone) DO UPDATE SET last_inbound_at = greatest(herald_whatsapp_sessions.last_inbound_at, EXCLUDED.last_inbound_at)`,
-    [phone, at],
-  );
-}
-
-/** Whether the 24-hour customer-service window with this phone is open now (database clock). */
-export async function sessionOpen(db: Queryable, phone: string): Promise<boolean> {
-  const { rows } = await db.query<{ open: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM herald_whatsapp_sessions WHERE phone = $1 AND last_inbound_at > now() - interval '24 hours') AS open`,
-    [phone],
-  );
-  return rows[0]!.open;
 }
 
 /** The job that sends one delivery; keyed so a delivery has at most one queued send. */
