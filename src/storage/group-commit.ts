@@ -104,9 +104,12 @@ function failsTheWholeBatch(err: unknown): boolean {
   return typeof code === 'string' && /^((08|53|58)[0-9A-Z]{3}|57P0[1-5])$/.test(code);
 }
 
-/** Resolves at `deadline` (performance.now() time); its timer does not hold the process open. */
+/**
+ * Resolves once `deadline` (performance.now() time) has passed; its timer does not hold the
+ * process open. Node's timers may fire a fraction of a millisecond early, hence the extra one.
+ */
 function sleepUntil(deadline: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - performance.now())).unref());
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.ceil(deadline - performance.now()) + 1)).unref());
 }
 
 export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCommit<T, R> {
