@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 
 const args = process.argv.slice(2);
 let backends = ['pglite', 'postgres'];
@@ -79,41 +80,102 @@ async function dropTemplates(env) {
     }).on('exit', resolve),
   );
 }
+const fileTimesReporter = new URL('./file-times-reporter.mjs', import.meta.url).href;
 const templatesScript = new URL('../test/helpers/db-templates.ts', import.meta.url).pathname;
 
-let failedRuns = 0;
-const seconds = {};
-for (const backend of backends) {
+/**
+ * Files whose first lines say `// herald-test: no database` test nothing of either backend: they
+ * run once, with the first backend, not once per backend.
+ */
+const NO_DATABASE = /^\/\/ herald-test: no database\b/m;
+const needsNoDatabase = (file) => NO_DATABASE.test(readFileSync(file, 'utf8').slice(0, 2000));
+const databaseFree = new Set(files.filter(needsNoDatabase));
+
+/**
+ * Both backends' runs at once (each `--test-concurrency` files at a time): much of a test's time
+ * is spent waiting — on herald processes it started, on timers, on Postgres — so two runs share
+ * the cores better than one after the other. `HERALD_TEST_SERIAL=1` runs them one after another,
+ * `HERALD_TEST_CONCURRENCY` sets the files per run (default 2). Each line of a run's report is
+ * prefixed with its backend.
+ */
+const serial = process.env.HERALD_TEST_SERIAL === '1' || backends.length === 1;
+const concurrency = Number(process.env.HERALD_TEST_CONCURRENCY ?? 2);
+
+async function runBackend(backend, ownFiles) {
   const started = Date.now();
   const tap = join(tmpdir(), `herald-tests-${process.pid}-${backend}.tap`);
-  console.log(`\n=== tests on ${backend} ===`);
   const folder = mkdtempSync(join(tmpdir(), `herald-templates-${backend}-`));
   const templates = await prepareTemplates(backend, folder);
+  const prefix = serial ? '' : `[${backend}] `;
   const code = await new Promise((resolve) => {
     const child = spawn(
       process.execPath,
       [
         '--import', 'tsx',
-        '--test', '--test-concurrency=2',
+        '--test', `--test-concurrency=${concurrency}`,
         '--test-reporter=spec', '--test-reporter-destination=stdout',
         '--test-reporter=tap', `--test-reporter-destination=${tap}`,
-        ...files,
+        `--test-reporter=${fileTimesReporter}`, `--test-reporter-destination=${tap}.times`,
+        ...ownFiles,
       ],
-      { stdio: 'inherit', env: { ...process.env, ...templates, NODE_OPTIONS, HERALD_TEST_BACKEND: backend } },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...templates, NODE_OPTIONS, HERALD_TEST_BACKEND: backend } },
     );
-    child.on('exit', (c) => resolve(c ?? 1));
+    for (const [from, to] of [[child.stdout, process.stdout], [child.stderr, process.stderr]]) {
+      createInterface({ input: from, crlfDelay: Infinity }).on('line', (line) => to.write(`${prefix}${line}\n`));
+    }
+    child.on('close', (c) => resolve(c ?? 1));
   });
   await dropTemplates(templates);
   rmSync(folder, { recursive: true, force: true });
-  seconds[backend] = Math.round((Date.now() - started) / 1000);
   const out = readFileSync(tap, 'utf8');
   rmSync(tap, { force: true });
   // The TAP footer of the top-level run: "# pass N", "# fail N", ...
-  const count = (k) => [...out.matchAll(new RegExp(`^# ${k} (\\d+)$`, 'gm'))].reduce((s, m) => s + Number(m[1]), 0);
+  const count = (k) => [...out.matchAll(new RegExp(`^# ${k} (\\d+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
   const run = { pass: count('pass'), fail: count('fail') + count('cancelled'), skipped: count('skipped') + count('todo') };
-  console.log(`--- ${backend}: ${run.pass} passed, ${run.fail} failed, ${run.skipped} skipped (${seconds[backend]} s)`);
-  for (const k of Object.keys(totals)) totals[k] += run[k];
-  if (code !== 0) failedRuns++;
+  return { backend, code, run, seconds: Math.round((Date.now() - started) / 1000), timesFile: `${tap}.times` };
+}
+
+const started = Date.now();
+const filesOf = (i) => (i === 0 ? files : files.filter((f) => !databaseFree.has(f)));
+if (databaseFree.size > 0 && backends.length > 1) {
+  console.log(`(${databaseFree.size} database-free test files run once, with ${backends[0]})`);
+}
+let results = [];
+if (serial) {
+  for (const [i, backend] of backends.entries()) {
+    console.log(`\n=== tests on ${backend} ===`);
+    results.push(await runBackend(backend, filesOf(i)));
+  }
+} else {
+  console.log(`\n=== tests on ${backends.join(' and ')}, at once ===`);
+  results = await Promise.all(backends.map((backend, i) => runBackend(backend, filesOf(i))));
+}
+let failedRuns = 0;
+console.log('');
+for (const r of results) {
+  console.log(`--- ${r.backend}: ${r.run.pass} passed, ${r.run.fail} failed, ${r.run.skipped} skipped (${r.seconds} s)`);
+  for (const k of Object.keys(totals)) totals[k] += r.run[k];
+  printSlowest(r.timesFile);
+  if (r.code !== 0) failedRuns++;
+}
+if (results.length > 1) console.log(`--- both backends: ${Math.round((Date.now() - started) / 1000)} s`);
+/** The files whose tests took longest (scripts/file-times-reporter.mjs), to show where the time goes. */
+function printSlowest(timesFile, shown = Number(process.env.HERALD_TEST_SLOWEST ?? 8)) {
+  let text = '';
+  try {
+    text = readFileSync(timesFile, 'utf8');
+  } catch {
+    return;
+  }
+  rmSync(timesFile, { force: true });
+  const files = text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.split('\t'))
+    .map(([ms, file]) => ({ ms: Number(ms), file: file.replace(`${process.cwd()}/`, '') }))
+    .sort((a, b) => b.ms - a.ms);
+  if (files.length < 2 || shown <= 0) return;
+  console.log(`    slowest: ${files.slice(0, shown).map((f) => `${f.file} ${(f.ms / 1000).toFixed(1)} s`).join(', ')}`);
 }
 if (failedRuns > 0 && totals.fail === 0) totals.fail = failedRuns; // a run crashed outside any test
 console.log(`\n${totals.pass} passed, ${totals.fail} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`);

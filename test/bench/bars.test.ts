@@ -1,3 +1,4 @@
+// herald-test: no database (runs once, not once per backend: scripts/test.mjs)
 // The benchmark's verdicts on SPEC §3 (bench/lib/bars.ts), ratios measured in the same run: a
 // compound bar is met only when every part is, a part or a case that was not measured never counts
 // as met (nor, alone, as not met), and a bar set at 10 M rows says the table size it was judged at.

@@ -1,3 +1,4 @@
+// herald-test: no database (runs once, not once per backend: scripts/test.mjs)
 // The soak's verdict (bench/lib/stability.ts): a run is stable only if memory, latency and the
 // expansion backlog did not grow; the first window (still settling) does not count.
 import assert from 'node:assert/strict';

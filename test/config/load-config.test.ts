@@ -1,3 +1,4 @@
+// herald-test: no database (runs once, not once per backend: scripts/test.mjs)
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';

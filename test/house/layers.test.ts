@@ -1,3 +1,4 @@
+// herald-test: no database (runs once, not once per backend: scripts/test.mjs)
 // The import graph of src/ follows one-way layers, and has no cycle. Every relative import counts:
 // static imports, `import type`, `export ... from`, dynamic `import('./x.ts')` and `import('./x.ts')`
 // types (a type import is still a dependency of the design). A file may import its own layer or any

@@ -1,3 +1,4 @@
+// herald-test: no database (runs once, not once per backend: scripts/test.mjs)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isUuid, uuidv7 } from '../../src/ids.ts';
