@@ -61,8 +61,8 @@ function counted(db: Db): Db {
     query: (text, values, opts) => timed(label(text), () => q.query(text, values, opts)),
     exec: (sql) => q.exec(sql),
     // Statements sent together are one round trip: counted as one entry.
-    runTogether: (statements) =>
-      timed(`together: ${statements.map((st) => label(st.text).slice(0, 40)).join(' + ')}`, () => q.runTogether(statements)),
+    pipeline: (statements) =>
+      timed(`together: ${statements.map((st) => label(st.text).slice(0, 40)).join(' + ')}`, () => q.pipeline(statements)),
   });
   return {
     ...db,

@@ -177,7 +177,7 @@ export function withoutWakeups(db: Db, counted: () => void): Db {
   const wrap = (q: Queryable): Queryable => ({
     query: (text, values, opts) => q.query(rewrite(text), values, opts),
     exec: (sql) => q.exec(sql),
-    runTogether: (statements) => q.runTogether(statements.map((s) => ({ ...s, text: rewrite(s.text) }))),
+    pipeline: (statements) => q.pipeline(statements.map((s) => ({ ...s, text: rewrite(s.text) }))),
   });
   return {
     ...db,

@@ -18,22 +18,22 @@ export function asUser<T>(db: Db, claims: UserClaims, fn: (tx: Queryable) => Pro
 /**
  * asUser for the common request that is a single statement (a page, the badge, one change): the
  * identity and the statement go to Postgres together and commit together — one round trip where
- * asUser's BEGIN, statement and COMMIT take three. `fn` makes one call: a query or a runTogether.
+ * asUser's BEGIN, statement and COMMIT take three. `fn` makes one call: a query or a pipeline.
  */
 export async function asUserOneStatement<T>(db: Db, claims: UserClaims, fn: (q: Queryable) => Promise<T>): Promise<T> {
   let used = false;
-  const together = (statements: Statement[]) => {
+  const sendAsUser = (statements: Statement[]) => {
     if (used) throw new Error('asUserOneStatement: a second call needs asUser (one transaction)');
     used = true;
-    return db.runTogether([becomeUser(claims), ...statements]);
+    return db.pipeline([becomeUser(claims), ...statements]);
   };
   const once: Queryable = {
     async query<R>(text: string, values: unknown[] = [], opts?: { prepare?: boolean }): Promise<QueryResult<R>> {
-      const [, result] = await together([{ text, values, prepare: opts?.prepare }]);
+      const [, result] = await sendAsUser([{ text, values, prepare: opts?.prepare }]);
       return result as QueryResult<R>;
     },
-    async runTogether(statements) {
-      return (await together(statements)).slice(1);
+    async pipeline(statements) {
+      return (await sendAsUser(statements)).slice(1);
     },
     exec() {
       throw new Error('asUserOneStatement runs parameterised statements; use asUser');

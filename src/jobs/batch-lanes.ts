@@ -191,7 +191,7 @@ export function createBatchLanes(opts: BatchLanesOptions): BatchLanes {
       try {
         let ran = 0;
         while (opts.isRunning() && ran < batchSize) {
-          const [job] = await claimJobs(db, opts.workerId, opts.leaseMs, { freshExcept: null, onlyKind: kind, maxId, limit: 1 });
+          const [job] = await claimJobs(db, opts.workerId, opts.leaseMs, { leaveFreshOf: null, onlyKind: kind, maxId, limit: 1 });
           if (!job) break;
           await opts.runLeased(job);
           ran++;

@@ -35,11 +35,11 @@ export function createDbBackoff(opts: { baseMs: number; capMs: number; log: Logg
     get failures() {
       return failures;
     },
-    failed(what, raw) {
+    failed(what, thrown) {
       failures++;
       const delay = retryDelayMs(failures, { baseMs: opts.baseMs, capMs: opts.capMs });
       retryAt = Date.now() + delay;
-      const err = coerceError(raw);
+      const err = coerceError(thrown);
       const fields = { what, err: err.message, unavailable: err instanceof DatabaseUnavailableError, failures, retryInMs: delay };
       if (failures === 1) opts.log.warn(fields, 'database work failed; the worker backs off and retries');
       else opts.log.debug(fields, 'database work failed again');

@@ -7,7 +7,7 @@
  */
 import { LeaseLostError } from '../errors.ts';
 import type { Db, Queryable } from '../storage/db.ts';
-import { leadWith } from '../storage/leading-statement.ts';
+import { withFirstStatement } from '../storage/first-statement.ts';
 import {
   completeJob,
   completeJobStatement,
@@ -71,15 +71,15 @@ export function createJobContext(db: Db, job: ClaimedJob, workerId: string, onCo
   return {
     job,
     commit: (fn, o) =>
-      db.transaction(async (raw) => {
+      db.transaction(async (transaction) => {
         // The lease check travels with fn's first statement and runs before it. Completing up
         // front both checks the lease and locks the job (one statement, not two); otherwise the
         // job row is locked. If the lease turns out lost, fn's writes roll back with the
         // transaction; if fn throws, the rollback brings the job back.
         const upfront = o?.complete === true;
-        const { tx, lead } = leadWith(raw, upfront ? completeJobStatement(job, workerId) : holdsLeaseStatement(job, workerId));
+        const { tx, firstResult } = withFirstStatement(transaction, upfront ? completeJobStatement(job, workerId) : holdsLeaseStatement(job, workerId));
         const leaseHeld = async () => {
-          const r = await lead();
+          const r = await firstResult();
           return upfront ? r.rowCount === 1 : r.rows.length === 1;
         };
         let result;

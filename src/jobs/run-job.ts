@@ -40,8 +40,8 @@ export function createJobRunner(opts: JobRunnerOptions): (job: ClaimedJob) => Pr
       await handler.run(job.payload, ctx);
       if (!completed && !(await db.transaction((tx) => completeJob(tx, job, workerId)))) throw leaseLost(job);
       opts.onSettled?.(job, 'completed');
-    } catch (raw) {
-      const err = coerceError(raw);
+    } catch (thrown) {
+      const err = coerceError(thrown);
       if (err instanceof LeaseLostError) {
         log.warn({ jobId: job.id, kind: job.kind }, 'lease lost; another worker owns the job now');
         opts.onSettled?.(job, 'lease-lost');

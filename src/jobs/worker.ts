@@ -148,7 +148,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           // Leave a slot for a batch lane that is not running yet.
           const limit = Math.max(0, concurrency - slots.used - (lanes?.laneFree ? 1 : 0));
           if (limit === 0) break;
-          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { freshExcept: batchKind, limit });
+          const jobs = await claimJobs(opts.db, id, opts.leaseMs, { leaveFreshOf: batchKind, limit });
           dbBackoff.succeeded();
           for (const job of jobs) launch(job, runJob(job));
           // A claim that came back short means nothing more is due: stop until woken. A full one

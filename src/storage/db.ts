@@ -6,7 +6,7 @@
  * connection that could not be had or was lost — the server down or restarting, a terminated
  * backend, a connect, pool-wait or client-side query timeout — rejects with DatabaseUnavailableError
  * (src/errors.ts), never anything else, and never kills the process: its `outcomeUnknown` says
- * whether something that commits by itself (a COMMIT; a statement or runTogether outside a
+ * whether something that commits by itself (a COMMIT; a statement or pipeline outside a
  * transaction) had been sent, so the write may have happened.
  */
 export interface QueryResult<T> {
@@ -35,7 +35,7 @@ export interface Queryable {
    * one round trip, where a query each costs one (plus BEGIN and COMMIT for a transaction of
    * their own). Results in the statements' order.
    */
-  runTogether(statements: Statement[]): Promise<QueryResult<Record<string, unknown>>[]>;
+  pipeline(statements: Statement[]): Promise<QueryResult<Record<string, unknown>>[]>;
 }
 
 export interface Db extends Queryable {

@@ -147,8 +147,8 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
         let value: T;
         try {
           value = await fn({ idempotencyKey: `${runId}:${id}`, attempt });
-        } catch (raw) {
-          const err = coerceError(raw);
+        } catch (thrown) {
+          const err = coerceError(thrown);
           if (err instanceof Suspended) throw err;
           await job.commit((tx) => recordStepFailure(tx, runId, id, 'run', err.message));
           throw err;
@@ -279,11 +279,11 @@ async function executeRun(deps: ExecutorDeps, runId: string, job: JobContext): P
     const { ended } = await job.completeWith((db, fence) => finishCodeRun(db, fence, runId, { state: 'completed', result: json }));
     // Not ended: cancelled while this execution ran; it was counted then.
     if (ended) deps.metrics.runsFinished.inc({ state: 'completed' });
-  } catch (raw) {
-    if (suspended || raw instanceof Suspended) return;
+  } catch (thrown) {
+    if (suspended || thrown instanceof Suspended) return;
     // A mismatch with the history wins over whatever the code made of it (wrapped, or another
     // error thrown while unwinding).
-    const err = history.changed ?? coerceError(raw);
+    const err = history.changed ?? coerceError(thrown);
     // A validation problem in the workflow's own calls (bad duration, bad event id) will not fix
     // itself on retry.
     if (err instanceof ValidationError) throw new NonRetriableError(err.message);

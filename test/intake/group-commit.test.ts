@@ -101,7 +101,7 @@ function counting(db: Db) {
       return q.query(text, values, opts);
     },
     exec: (sql) => q.exec(sql),
-    runTogether: (statements) => q.runTogether(statements),
+    pipeline: (statements) => q.pipeline(statements),
   });
   const wrapped: Db = {
     ...wrap(db),
@@ -110,9 +110,9 @@ function counting(db: Db) {
       counts.transactions++;
       return db.transaction((tx) => fn(wrap(tx)), o);
     },
-    runTogether: (statements) => {
+    pipeline: (statements) => {
       counts.transactions++;
-      return db.runTogether(statements);
+      return db.pipeline(statements);
     },
     withAdvisoryLock: (key, fn) => db.withAdvisoryLock(key, fn),
     listen: (ch, fn) => db.listen(ch, fn),

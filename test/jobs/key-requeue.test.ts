@@ -41,7 +41,7 @@ describe('a job whose key is queued again while it runs', () => {
   const runningWithQueuedTwin = async (key: string, leaseMs = 30_000): Promise<ClaimedJob> => {
     await t.db.query(`DELETE FROM herald_jobs`);
     await enqueueJob(t.db, { kind: 'k', payload: { key }, key, maxAttempts: 5 });
-    const [job] = await claimJobs(t.db, 'w1', leaseMs, { freshExcept: null, limit: 10 });
+    const [job] = await claimJobs(t.db, 'w1', leaseMs, { leaveFreshOf: null, limit: 10 });
     assert.ok(job, 'claimed');
     await enqueueJob(t.db, { kind: 'k', payload: { key }, key, maxAttempts: 5 });
     const rows = await jobsOf(key);
@@ -71,7 +71,7 @@ describe('a job whose key is queued again while it runs', () => {
   test('failJob without a twin requeues the job itself, and a lost lease changes nothing', async () => {
     await t.db.query(`DELETE FROM herald_jobs`);
     await enqueueJob(t.db, { kind: 'k', payload: {}, key: 'run:c', maxAttempts: 5 });
-    const [job] = await claimJobs(t.db, 'w1', 30_000, { freshExcept: null, limit: 10 });
+    const [job] = await claimJobs(t.db, 'w1', 30_000, { leaveFreshOf: null, limit: 10 });
     assert.equal(await t.db.transaction((tx) => failJob(tx, job!, 'someone-else', { error: 'x', delayMs: 0, permanent: false })), undefined);
     assert.equal(await t.db.transaction((tx) => failJob(tx, job!, 'w1', { error: 'x', delayMs: 0, permanent: false })), 'queued');
     const rows = await jobsOf('run:c');
@@ -94,7 +94,7 @@ describe('a job whose key is queued again while it runs', () => {
     async () => {
       await t.db.query(`DELETE FROM herald_jobs`);
       await enqueueJob(t.db, { kind: 'k', payload: {}, key: 'run:race', maxAttempts: 5 });
-      const [job] = await claimJobs(t.db, 'w1', 30_000, { freshExcept: null, limit: 10 });
+      const [job] = await claimJobs(t.db, 'w1', 30_000, { leaveFreshOf: null, limit: 10 });
       const other = new pg.Client({ connectionString: t.url });
       await other.connect();
       try {
@@ -127,7 +127,7 @@ describe('a job whose key is queued again while it runs', () => {
     // Two more expired jobs in the same sweep: one without a key, one keyed with no twin.
     await enqueueJob(t.db, { kind: 'k', payload: {}, maxAttempts: 5 });
     await enqueueJob(t.db, { kind: 'k', payload: {}, key: 'run:f', maxAttempts: 5 });
-    const others = await claimJobs(t.db, 'w2', 1, { freshExcept: null, limit: 10 });
+    const others = await claimJobs(t.db, 'w2', 1, { leaveFreshOf: null, limit: 10 });
     assert.equal(others.length, 2);
     await eventually(async () => {
       const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM herald_jobs WHERE state = 'running' AND locked_until < now()`);

@@ -72,7 +72,7 @@ function counted(db: Db): Db {
     kind: db.kind,
     query: (text, values, o) => (count(), db.query(text, values, o)),
     exec: (sql) => (count(), db.exec(sql)),
-    runTogether: (statements) => (count(), db.runTogether(statements)),
+    pipeline: (statements) => (count(), db.pipeline(statements)),
     transaction: (fn, o) => (count(), db.transaction(fn, o)),
     withAdvisoryLock: (key, fn) => (count(), db.withAdvisoryLock(key, fn)),
     listen: (channel, fn) => db.listen(channel, fn),

@@ -24,7 +24,7 @@ describe('job worker', () => {
     const { eventId } = (await res.json()) as { eventId: string };
 
     // A worker claims the job and then "dies": it never completes and never heartbeats.
-    const [zombie] = await claimJobs(h.db, 'zombie-worker', 200, { freshExcept: null, limit: 10 });
+    const [zombie] = await claimJobs(h.db, 'zombie-worker', 200, { leaveFreshOf: null, limit: 10 });
     assert.ok(zombie, 'the job was claimable');
     assert.equal(zombie.attempts, 1);
 

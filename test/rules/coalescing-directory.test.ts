@@ -18,9 +18,9 @@ function recording(q: Queryable) {
       return q.query(text, values, opts);
     },
     exec: (sql) => q.exec(sql),
-    runTogether: (statements) => {
+    pipeline: (statements) => {
       sent.push(`together(${statements.map((s) => s.text.replace(/\s+/g, ' ').slice(0, 40)).join(' | ')})`);
-      return q.runTogether(statements);
+      return q.pipeline(statements);
     },
   };
   return { tx, sent };

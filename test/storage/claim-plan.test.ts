@@ -22,8 +22,8 @@ describe('the job claim plan', () => {
   after(() => t?.drop());
 
   const plan = async () => {
-    const [settings, claim] = claimStatements('w-plan', 30_000, { freshExcept: 'event.expand', limit: 8 });
-    const [, explained] = await t.db.runTogether([settings, { text: `EXPLAIN ${claim.text}`, values: claim.values }]);
+    const [settings, claim] = claimStatements('w-plan', 30_000, { leaveFreshOf: 'event.expand', limit: 8 });
+    const [, explained] = await t.db.pipeline([settings, { text: `EXPLAIN ${claim.text}`, values: claim.values }]);
     return explained!.rows.map((r) => String(Object.values(r)[0])).join('\n');
   };
 
@@ -37,8 +37,8 @@ describe('the job claim plan', () => {
   }
 
   test('the claim takes the oldest due jobs, each once', async () => {
-    const first = await claimJobs(t.db, 'w-a', 30_000, { freshExcept: 'event.expand', limit: 5 });
-    const second = await claimJobs(t.db, 'w-b', 30_000, { freshExcept: 'event.expand', limit: 5 });
+    const first = await claimJobs(t.db, 'w-a', 30_000, { leaveFreshOf: 'event.expand', limit: 5 });
+    const second = await claimJobs(t.db, 'w-b', 30_000, { leaveFreshOf: 'event.expand', limit: 5 });
     const ids = [...first, ...second].map((j) => j.id);
     assert.equal(new Set(ids).size, 10);
     const { rows } = await t.db.query<{ id: number }>(`SELECT id FROM herald_jobs ORDER BY run_at, id LIMIT 10`);

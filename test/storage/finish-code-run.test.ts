@@ -25,7 +25,7 @@ describe('finishing a code run in one statement', () => {
     await t.db.transaction((tx) =>
       insertRun(tx, { id: runId, kind: 'code', workflow: 'wf', input: { n }, eventId: null, tenantId: null, maxAttempts: 3 }),
     );
-    [job] = (await claimJobs(t.db, 'w-mine', 30_000, { freshExcept: null, onlyKind: 'workflow.run', limit: 1 })) as [ClaimedJob];
+    [job] = (await claimJobs(t.db, 'w-mine', 30_000, { leaveFreshOf: null, onlyKind: 'workflow.run', limit: 1 })) as [ClaimedJob];
     assert.equal(job.payload.runId, runId);
     await enqueueJob(t.db, { kind: 'workflow.run', payload: { runId }, key: runJobKey(runId) });
   });

@@ -8,7 +8,7 @@ import { adminOf, isUnavailable, otherConnection, pgOnly, sleep, until, watchFau
 
 /**
  * A Postgres connection that dies — its backend terminated, or the network cut — must never kill
- * the process: every connection herald holds (a transaction's, a runTogether's, the migration
+ * the process: every connection herald holds (a transaction's, a pipeline's, the migration
  * lock's session, the LISTEN connection, the pool's idle ones) handles its errors, the caller gets
  * a DatabaseUnavailableError, a broken connection is never reused, and herald works again as
  * soon as Postgres answers. Real Postgres, real pg; the network is a TCP proxy of the test's own.
@@ -74,14 +74,14 @@ describe('Postgres connection loss', { skip: pgOnly }, () => {
     assert.deepEqual((await db.query('SELECT x FROM loss_t')).rows, [], 'the transaction rolled back');
   });
 
-  test('a standalone runTogether whose backend is terminated: outcome unknown (it commits by itself)', async () => {
+  test('a standalone pipeline whose backend is terminated: outcome unknown (it commits by itself)', async () => {
     const db = await open(t.url!);
-    const failed = assert.rejects(db.runTogether([{ text: `SELECT pg_sleep(5) /* together victim */`, values: [] }]), isUnavailable(true));
+    const failed = assert.rejects(db.pipeline([{ text: `SELECT pg_sleep(5) /* together victim */`, values: [] }]), isUnavailable(true));
     await until(async () => (await admin.count(activeWith('together victim'))) === 1, 5_000, 'the statement to run');
     await admin.terminate(activeWith('together victim'));
     await failed;
     await assertAlive();
-    assert.equal((await db.runTogether([{ text: 'SELECT 2 AS two', values: [] }]))[0]!.rows[0]!.two, 2);
+    assert.equal((await db.pipeline([{ text: 'SELECT 2 AS two', values: [] }]))[0]!.rows[0]!.two, 2);
   });
 
   test('the migration lock session losing its backend: rejected, the lock is free again', async () => {
@@ -160,7 +160,7 @@ describe('Postgres connection loss', { skip: pgOnly }, () => {
       // While down: no hang, no crash, the same error.
       await assert.rejects(db.query('SELECT 1'), isUnavailable(false));
       await assert.rejects(db.transaction((tx) => tx.query('SELECT 1')), isUnavailable(false));
-      await assert.rejects(db.runTogether([{ text: 'SELECT 1', values: [] }]), isUnavailable(false));
+      await assert.rejects(db.pipeline([{ text: 'SELECT 1', values: [] }]), isUnavailable(false));
       db.wake('proxy_channel'); // a NOTIFY that cannot be sent is dropped, not thrown
       await assertAlive();
 

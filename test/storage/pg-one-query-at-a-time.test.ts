@@ -26,13 +26,13 @@ describe('one query at a time per connection', { skip: pgOnly }, () => {
       const [together, counted] = await t.db.transaction(async (tx) => {
         const inserts = ns.map((n) => tx.query('INSERT INTO serial_t (n) VALUES ($1)', [n]));
         const all = Promise.all([
-          tx.runTogether([{ text: 'SELECT count(*)::int AS c FROM serial_t', values: [] }]),
+          tx.pipeline([{ text: 'SELECT count(*)::int AS c FROM serial_t', values: [] }]),
           tx.query<{ c: number }>('SELECT count(*)::int AS c FROM serial_t'),
         ]);
         await Promise.all(inserts);
         return all;
       });
-      assert.equal(together[0]!.rows[0]!.c, 10, 'runTogether ran after the ten inserts');
+      assert.equal(together[0]!.rows[0]!.c, 10, 'pipeline ran after the ten inserts');
       assert.equal(counted.rows[0]!.c, 10);
 
       const inSession = await t.db.withAdvisoryLock('serial.lock', (s) =>

@@ -5,7 +5,7 @@ import type { Db, QueryOptions, QueryResult, Queryable, Statement } from '../db.
 import { Connection, type Start } from './pg-connection.ts';
 import { classify, describeReason, isConnectionFailure } from './pg-failures.ts';
 import { createPgNotifier } from './pg-notify.ts';
-import { together } from './pg-together.ts';
+import { pipelined } from './pg-pipeline.ts';
 
 // Return timestamps and bigints as the same JS types PGlite gives, so callers see one shape.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -65,22 +65,22 @@ type Results = QueryResult<Record<string, unknown>>[];
 
 /**
  * Runs `fn` in a transaction on `conn` (checked out by the caller). BEGIN is not a round trip of
- * its own: it goes out with the first statement (runTogether), which is also when Postgres would
+ * its own: it goes out with the first statement (pipeline), which is also when Postgres would
  * take the transaction's snapshot anyway. Each method hands its statements to the connection before
  * any await, so statements issued concurrently reach it in call order, BEGIN first. A connection
  * lost before COMMIT was sent rolled the transaction back (outcome known); lost after, unknown.
  */
 async function inTransaction<T>(conn: Connection, fn: (tx: Queryable) => Promise<T>, begin?: Statement): Promise<T> {
   let opened = false;
-  const lead: Statement[] = begin ? [BEGIN, begin] : [BEGIN];
+  const opening: Statement[] = begin ? [BEGIN, begin] : [BEGIN];
   /** Sends `statements`, preceded by BEGIN if this is the transaction's first. */
   const run = (statements: Statement[]): Promise<Results> => {
-    if (opened) return conn.promise(together(statements), false);
-    // together() throws synchronously, having sent nothing, when a value cannot be sent: then the
+    if (opened) return conn.promise(pipelined(statements), false);
+    // pipelined() throws synchronously, having sent nothing, when a value cannot be sent: then the
     // transaction is still unopened and the next statement opens it.
-    const start = together([...lead, ...statements]);
+    const start = pipelined([...opening, ...statements]);
     opened = true;
-    return conn.promise<Results>(start, false).then((r) => r.slice(lead.length));
+    return conn.promise<Results>(start, false).then((r) => r.slice(opening.length));
   };
   const tx: Queryable = {
     async query<R>(text: string, values?: unknown[], qopts?: QueryOptions): Promise<QueryResult<R>> {
@@ -88,10 +88,10 @@ async function inTransaction<T>(conn: Connection, fn: (tx: Queryable) => Promise
       return asResult<R>(await conn.query(queryConfig(text, values, qopts), false));
     },
     async exec(sql) {
-      const opening = opened ? undefined : run([]);
-      await Promise.all([opening, conn.query(sql, false)]);
+      const begun = opened ? undefined : run([]);
+      await Promise.all([begun, conn.query(sql, false)]);
     },
-    runTogether: async (statements) => run(statements),
+    pipeline: async (statements) => run(statements),
   };
   try {
     const result = await fn(tx);
@@ -159,7 +159,7 @@ export function openPg(opts: PgOptions): Db {
   /** Back to the pool, or, if it broke (lost, timed out, a failed ROLLBACK), discarded by pg-pool. */
   const release = ({ client, conn }: Lease) => client.release(conn.broken ?? undefined);
 
-  /** One statement (or runTogether) on a pooled connection of its own: it commits by itself. */
+  /** One statement (or pipeline) on a pooled connection of its own: it commits by itself. */
   function standalone<T>(start: () => Start): Promise<T> {
     let begin: Start;
     try {
@@ -195,7 +195,7 @@ export function openPg(opts: PgOptions): Db {
     async exec(sql) {
       await conn.query(sql, true);
     },
-    runTogether: async (statements) => conn.promise<Results>(together(statements), true),
+    pipeline: async (statements) => conn.promise<Results>(pipelined(statements), true),
   });
 
   return {
@@ -206,7 +206,7 @@ export function openPg(opts: PgOptions): Db {
     async exec(sql: string) {
       await standalone(() => sendQuery(sql)); // no values: simple protocol, several statements allowed
     },
-    runTogether: (statements) => standalone<Results>(() => together(statements)),
+    pipeline: (statements) => standalone<Results>(() => pipelined(statements)),
     async transaction(fn, topts) {
       const lease = await acquire();
       try {

@@ -21,7 +21,7 @@ export async function openPglite(dataDir: string | undefined, dump?: Blob): Prom
       },
       // In process there is no round trip to save: the statements one by one, in a transaction of
       // their own unless already inside one.
-      async runTogether(statements) {
+      async pipeline(statements) {
         const run = async (t: PGlite | Transaction) => {
           const results: QueryResult<Record<string, unknown>>[] = [];
           for (const s of statements) results.push(await wrap(t).query(s.text, s.values));

@@ -1,6 +1,6 @@
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { RUN_JOB, stillRunning } from './runs.ts';
+import { RUN_JOB, isRunningById } from './runs.ts';
 
 /**
  * HTTP workflows (the QStash protocol of @upstash/workflow): a run's history is the ordered list
@@ -77,7 +77,7 @@ export async function insertHttpRun(
  */
 export async function adoptSdkTrigger(tx: Queryable, runId: string, sdkConfig: HttpRunConfig): Promise<{ messageId: string; url: string } | undefined> {
   const { rows } = await tx.query<{ config: HttpRunConfig; max_attempts: number; workflow: string }>(
-    `SELECT config, max_attempts, workflow FROM herald_runs WHERE id = $1 AND kind = 'http' AND ${stillRunning()} FOR UPDATE`,
+    `SELECT config, max_attempts, workflow FROM herald_runs WHERE id = $1 AND kind = 'http' AND ${isRunningById()} FOR UPDATE`,
     [runId],
   );
   const run = rows[0];

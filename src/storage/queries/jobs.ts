@@ -86,10 +86,10 @@ export async function enqueueJobs(db: Queryable, jobs: NewJob[]): Promise<void> 
 
 /**
  * Which jobs a claim may take: up to `limit`; of `onlyKind` if given; never the fresh (never
- * attempted) jobs of `freshExcept`, which its batch lane takes (see takeJobs).
+ * attempted) jobs of `leaveFreshOf`, which its batch lane takes (see takeJobs).
  */
 export interface ClaimLimits {
-  freshExcept: string | null;
+  leaveFreshOf: string | null;
   onlyKind?: string;
   /** Only jobs queued up to this id (see newestJobId). */
   maxId?: number;
@@ -128,7 +128,7 @@ const CLAIM_PLAN_SETTINGS: Statement = {
  * lets many workers claim concurrently without waiting on each other.
  */
 export async function claimJobs(db: Queryable, workerId: string, leaseMs: number, limits: ClaimLimits): Promise<ClaimedJob[]> {
-  const [, claimed] = await db.runTogether(claimStatements(workerId, leaseMs, limits));
+  const [, claimed] = await db.pipeline(claimStatements(workerId, leaseMs, limits));
   return claimed!.rows as unknown as ClaimedJob[];
 }
 
@@ -144,7 +144,7 @@ export function claimStatements(workerId: string, leaseMs: number, limits: Claim
        '$2',
      )})
      RETURNING ${CLAIMED_COLUMNS}`,
-    values: [workerId, limits.limit, leaseMs, limits.freshExcept, limits.onlyKind ?? null, limits.maxId ?? null],
+    values: [workerId, limits.limit, leaseMs, limits.leaveFreshOf, limits.onlyKind ?? null, limits.maxId ?? null],
     prepare: true,
   };
   return [CLAIM_PLAN_SETTINGS, claim];
@@ -221,7 +221,7 @@ const FENCE = fencedJob(1);
 
 /**
  * Locks the job row if this worker still holds this attempt's lease: one row if it does, none if
- * it lost it. (A statement, for a transaction to send with its first one: see leadWith.)
+ * it lost it. (A statement, for a transaction to send with its first one: see withFirstStatement.)
  */
 export const holdsLeaseStatement = (job: ClaimedJob, workerId: string): Statement => ({
   text: `SELECT 1 FROM herald_jobs WHERE ${FENCE} FOR UPDATE`,

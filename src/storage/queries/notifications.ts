@@ -34,7 +34,7 @@ export async function insertEventNotifications(db: Queryable, events: EventNotif
   // The role switch, the statement and the switch back travel together (one round trip). Events
   // without rows are marked by the same statement: its insert then inserts nothing.
   // The settings are transaction-local; the engine policies require the flag as well as the role.
-  const results = await db.runTogether([
+  const results = await db.pipeline([
     { text: `SELECT set_config('role', 'herald_engine', true), set_config('herald.actor', 'engine', true)`, values: [], prepare: true },
     {
       // The rows travel as one JSON document: JSON.stringify is native, where ten parallel text

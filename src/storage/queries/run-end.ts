@@ -9,7 +9,7 @@
 import type { Queryable } from '../db.ts';
 import { reportToInvoker } from './http-workflows.ts';
 import { fencedJob, fenceValues, type JobFence } from './jobs.ts';
-import { RUN_JOB, runJobKey, stillRunning, type RunState } from './runs.ts';
+import { RUN_JOB, runJobKey, isRunningById, type RunState } from './runs.ts';
 
 /**
  * What an ended run leaves behind, as CTEs of the statement that ends it: its waiters, kept events
@@ -38,7 +38,7 @@ export async function finishRun(
   const { rows } = await tx.query<{ invoked: boolean }>(
     `WITH ended AS (
        UPDATE herald_runs SET state = $3, result = $4::jsonb, error = $5, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND ${stillRunning()}
+       WHERE id = $1 AND ${isRunningById()}
        RETURNING kind, kind = 'http' AND config ? 'invoker' AS invoked),
      ${dropRunWorkCtes('EXISTS (SELECT 1 FROM ended)', "EXISTS (SELECT 1 FROM ended WHERE kind = 'http')")}
      SELECT invoked FROM ended`,
@@ -72,7 +72,7 @@ export async function finishCodeRun(
     `WITH done AS (DELETE FROM herald_jobs WHERE ${fencedJob(5)} RETURNING 1),
      ended AS (
        UPDATE herald_runs SET state = $3, result = $4::jsonb, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND kind = 'code' AND ${stillRunning()} AND EXISTS (SELECT 1 FROM done)
+       WHERE id = $1 AND kind = 'code' AND ${isRunningById()} AND EXISTS (SELECT 1 FROM done)
        RETURNING 1),
      ${dropRunWorkCtes('EXISTS (SELECT 1 FROM ended)', 'false')}
      SELECT EXISTS (SELECT 1 FROM done) AS held, EXISTS (SELECT 1 FROM ended) AS ended`,
@@ -89,7 +89,7 @@ export async function cancelRun(tx: Queryable, id: string): Promise<CancelOutcom
   const { rows } = await tx.query<{ state: RunState; updated: boolean }>(
     `WITH u AS (
        UPDATE herald_runs SET state = 'cancelled', finished_at = now(), updated_at = now()
-       WHERE id = $1 AND ${stillRunning()} RETURNING id)
+       WHERE id = $1 AND ${isRunningById()} RETURNING id)
      SELECT r.state, EXISTS (SELECT 1 FROM u) AS updated FROM herald_runs r WHERE r.id = $1`,
     [id],
   );
@@ -122,7 +122,7 @@ export async function endHttpRun(
   const { rows } = await tx.query<{ updated: boolean }>(
     `WITH u AS (
        UPDATE herald_runs SET state = $2, result = $3::jsonb, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND ${stillRunning()} RETURNING id)
+       WHERE id = $1 AND ${isRunningById()} RETURNING id)
      SELECT EXISTS (SELECT 1 FROM u) AS updated FROM herald_runs WHERE id = $1`,
     [runId, outcome.state, outcome.state === 'completed' ? JSON.stringify(outcome.result ?? null) : null],
   );

@@ -2,7 +2,7 @@
  * Workflow runs (herald_runs): the row, how a run starts (its first execution queued with it),
  * how it is read and listed. How a run ends lives in run-end.ts, its recorded steps in steps.ts:
  * this file is what every other workflow query file builds on (the job kinds, the run's job key,
- * and stillRunning(), the planner workaround that run-end.ts, waiters.ts and http-workflows.ts
+ * and isRunningById(), the planner workaround that run-end.ts, waiters.ts and http-workflows.ts
  * put in their statements), so it imports none of them.
  */
 import type { Queryable } from '../db.ts';
@@ -22,7 +22,7 @@ export type RunState = 'running' | 'completed' | 'failed' | 'cancelled';
  * running run to find one. A burst of 3,000 running runs made each finish read ~830 index entries
  * (4 ms instead of 0.1). The id lookup is always the plan wanted.
  */
-export const stillRunning = (alias = '') => `${alias ? `${alias}.` : ''}state || '' = 'running'`;
+export const isRunningById = (alias = '') => `${alias ? `${alias}.` : ''}state || '' = 'running'`;
 
 export interface RunRow {
   id: string;

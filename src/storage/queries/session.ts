@@ -5,7 +5,7 @@ import type { Statement } from '../db.ts';
  * owner, not superuser, no BYPASSRLS) and the JWT claims where auth.uid() reads them, bound as a
  * parameter. Both settings are transaction-local (set_config(..., true) is SET LOCAL), so they end
  * with the transaction and never leak to the next request on a pooled connection. It opens every
- * end-user transaction, or travels with the request's one statement (Db.runTogether: if it failed,
+ * end-user transaction, or travels with the request's one statement (Db.pipeline: if it failed,
  * that statement would not run at all — never as the connecting role).
  */
 export function becomeUser(claims: Record<string, unknown>): Statement {

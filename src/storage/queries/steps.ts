@@ -52,7 +52,7 @@ function normalizeBytes<T extends { output_bytes: Buffer | Uint8Array | null }>(
  * run reads first, to replay it).
  */
 export async function getRunAndSteps(db: Queryable, id: string): Promise<{ run: RunRow | undefined; steps: StepRow[] }> {
-  const [run, steps] = await db.runTogether([
+  const [run, steps] = await db.pipeline([
     { text: GET_RUN, values: [id], prepare: true },
     { text: GET_STEPS, values: [id], prepare: true },
   ]);
@@ -113,7 +113,7 @@ export async function startRunStep(
   runId: string,
   stepId: string,
 ): Promise<{ held: boolean; attempt: number | null }> {
-  const [, started] = await db.runTogether([
+  const [, started] = await db.pipeline([
     NO_FLUSH_WAIT,
     {
       text: `WITH held AS (SELECT 1 FROM herald_jobs WHERE ${fencedJob(3)}),

@@ -110,7 +110,7 @@ export async function findUsersWithPreferences(
   ids: string[],
 ): Promise<{ users: Recipient[]; preferences: PreferenceRow[] }> {
   if (ids.length === 0) return { users: [], preferences: [] };
-  const [users, preferences] = await db.runTogether([findUsersStatement(ids), preferencesStatement(ids)]);
+  const [users, preferences] = await db.pipeline([findUsersStatement(ids), preferencesStatement(ids)]);
   return {
     users: (users!.rows as unknown as UserRow[]).map(toRecipient),
     preferences: preferences!.rows as unknown as PreferenceRow[],

@@ -6,7 +6,7 @@
  */
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { RUN_JOB, stillRunning } from './runs.ts';
+import { RUN_JOB, isRunningById } from './runs.ts';
 
 export interface NewWaiter {
   runId: string;
@@ -141,7 +141,7 @@ export async function resumeWaiters(
               CASE r.kind WHEN 'http' THEN 'deliver:' || r.id || ':' || w.step_id ELSE 'run:' || r.id END,
               r.max_attempts
        FROM w JOIN herald_runs r ON r.id = w.run_id
-       WHERE ${stillRunning('r')}
+       WHERE ${isRunningById('r')}
        ON CONFLICT (key) WHERE state = 'queued' DO UPDATE SET run_at = least(herald_jobs.run_at, now())
        RETURNING id)
      SELECT w.run_id, w.step_id, w.event_id, w.url, w.headers, extract(epoch FROM w.deadline_at)::bigint AS deadline,

@@ -3,10 +3,10 @@ import { after, before, describe, test } from 'node:test';
 import { createTestDb, type TestDb } from '../helpers/db.ts';
 
 /**
- * runTogether encodes its parameters and builds its rows itself (drivers/pg-together.ts): each value
+ * pipeline encodes its parameters and builds its rows itself (drivers/pg-pipeline.ts): each value
  * must reach Postgres, and each column come back, exactly as through an ordinary query.
  */
-describe('runTogether values and rows', () => {
+describe('pipeline values and rows', () => {
   let t: TestDb;
   before(async () => {
     t = await createTestDb({ migrate: false });
@@ -42,7 +42,7 @@ describe('runTogether values and rows', () => {
 
   test('every type comes back as an ordinary query returns it', async () => {
     const plain = await t.db.query(SQL, VALUES);
-    const [together] = await t.db.runTogether([{ text: SQL, values: VALUES }]);
+    const [together] = await t.db.pipeline([{ text: SQL, values: VALUES }]);
     assert.deepEqual(together!.rows, plain.rows);
     const row = together!.rows[0]!;
     assert.equal(row.big, 2 ** 52);
@@ -54,12 +54,12 @@ describe('runTogether values and rows', () => {
     assert.equal(row.undef, null);
     assert.equal(row.dup, 'b', 'a repeated column name keeps the last, as pg does');
     // And prepared, inside a transaction.
-    const [inTx] = await t.db.transaction((tx) => tx.runTogether([{ text: SQL, values: VALUES, prepare: true }]));
+    const [inTx] = await t.db.transaction((tx) => tx.pipeline([{ text: SQL, values: VALUES, prepare: true }]));
     assert.deepEqual(inTx!.rows, plain.rows);
   });
 
   test('row counts of writes, and of statements that report none', async () => {
-    const [create, insert, update, del, select, set] = await t.db.runTogether([
+    const [create, insert, update, del, select, set] = await t.db.pipeline([
       { text: `CREATE TEMP TABLE tv (x int)`, values: [] },
       { text: `INSERT INTO tv SELECT generate_series(1, $1::int)`, values: [5] },
       { text: `UPDATE tv SET x = x + 1 WHERE x > $1`, values: [2] },
@@ -78,8 +78,8 @@ describe('runTogether values and rows', () => {
   test('a value that cannot be sent throws before anything is sent', async () => {
     const circular: Record<string, unknown> = {};
     circular.self = circular;
-    await assert.rejects(async () => t.db.runTogether([{ text: 'SELECT $1::jsonb', values: [circular] }]), /circular/i);
-    await assert.rejects(async () => t.db.runTogether([{ text: 'SELECT $1::timestamptz', values: [new Date(NaN)] }]));
-    assert.equal((await t.db.runTogether([{ text: 'SELECT 1 AS one', values: [] }]))[0]!.rows[0]!.one, 1);
+    await assert.rejects(async () => t.db.pipeline([{ text: 'SELECT $1::jsonb', values: [circular] }]), /circular/i);
+    await assert.rejects(async () => t.db.pipeline([{ text: 'SELECT $1::timestamptz', values: [new Date(NaN)] }]));
+    assert.equal((await t.db.pipeline([{ text: 'SELECT 1 AS one', values: [] }]))[0]!.rows[0]!.one, 1);
   });
 });

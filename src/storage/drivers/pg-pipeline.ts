@@ -24,10 +24,10 @@ import type { Start } from './pg-connection.ts';
  * no other query is active. Throws synchronously, having sent nothing, when a value cannot be
  * sent: a caller that opens a transaction with these statements then knows nothing was sent.
  */
-export function together(statements: Statement[]): Start {
+export function pipelined(statements: Statement[]): Start {
   const values = statements.map((s) => s.values.map(toWire));
   return (client, done) => {
-    client.query(new Together(statements, values, done) as unknown as pg.QueryConfig);
+    client.query(new PipelinedQuery(statements, values, done) as unknown as pg.QueryConfig);
   };
 }
 
@@ -59,7 +59,7 @@ const SYNC = serialize.sync();
 const DESCRIBE_PORTAL = serialize.describe({ type: 'P', name: '' });
 const EXECUTE_ALL = serialize.execute({ portal: '', rows: 0 });
 
-class Together {
+class PipelinedQuery {
   private readonly results: QueryResult<Record<string, unknown>>[] = [];
   private columns: string[] = [];
   private parsers: Parser[] = [];

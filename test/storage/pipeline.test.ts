@@ -6,19 +6,19 @@ import { asUserOneStatement } from '../../src/inbox/as-user.ts';
 import { BACKEND, createTestDb, type TestDb } from '../helpers/db.ts';
 
 /**
- * Db.runTogether: statements that commit together or not at all. On Postgres they are sent in one
+ * Db.pipeline: statements that commit together or not at all. On Postgres they are sent in one
  * round trip with a single Sync (a custom pg Submittable), so these tests pin down the protocol
  * behaviour it relies on: one implicit transaction, nothing after an error, prepared statements
  * that survive a failed run, a connection that stays usable. Each runs on both backends.
  */
-describe('Db.runTogether', () => {
+describe('Db.pipeline', () => {
   let t: TestDb;
   /** One connection, so a test can see what a run leaves behind on it. */
   let single: Db;
   before(async () => {
     t = await createTestDb();
     single = t.url ? await openStorage({ databaseUrl: t.url, poolSize: 1 }) : t.db;
-    await t.db.exec(`CREATE TABLE together_t (x int PRIMARY KEY, at timestamptz, n bigint)`);
+    await t.db.exec(`CREATE TABLE pipeline_t (x int PRIMARY KEY, at timestamptz, n bigint)`);
   });
   after(async () => {
     if (single !== t.db) await single.close();
@@ -26,10 +26,10 @@ describe('Db.runTogether', () => {
   });
 
   test('returns each statement\'s rows in order, values sent as parameters, types parsed', async () => {
-    const [a, b, c] = await t.db.runTogether([
-      { text: `INSERT INTO together_t (x, at, n) VALUES ($1, $2, $3) RETURNING x`, values: [1, new Date('2026-01-02T03:04:05Z'), 2 ** 40] },
-      { text: `UPDATE together_t SET n = n + 1 WHERE x = $1`, values: [1] },
-      { text: `SELECT x, at, n, $1::text AS quoted FROM together_t WHERE x = $2`, values: [`it's "quoted"; --`, 1] },
+    const [a, b, c] = await t.db.pipeline([
+      { text: `INSERT INTO pipeline_t (x, at, n) VALUES ($1, $2, $3) RETURNING x`, values: [1, new Date('2026-01-02T03:04:05Z'), 2 ** 40] },
+      { text: `UPDATE pipeline_t SET n = n + 1 WHERE x = $1`, values: [1] },
+      { text: `SELECT x, at, n, $1::text AS quoted FROM pipeline_t WHERE x = $2`, values: [`it's "quoted"; --`, 1] },
     ]);
     assert.deepEqual(a!.rows, [{ x: 1 }]);
     assert.equal(b!.rowCount, 1);
@@ -41,7 +41,7 @@ describe('Db.runTogether', () => {
   });
 
   test('the statements share one transaction, and its local settings end with it', async () => {
-    const [, seen] = await single.runTogether([
+    const [, seen] = await single.pipeline([
       { text: `SELECT set_config('herald.together', $1, true)`, values: ['inside'] },
       { text: `SELECT current_setting('herald.together', true) AS v, txid_current() AS a, txid_current() AS b`, values: [] },
     ]);
@@ -52,18 +52,18 @@ describe('Db.runTogether', () => {
 
   test('an error rolls back the statements before it, and the ones after it never run', async () => {
     await assert.rejects(
-      single.runTogether([
-        { text: `INSERT INTO together_t (x) VALUES ($1)`, values: [10] },
+      single.pipeline([
+        { text: `INSERT INTO pipeline_t (x) VALUES ($1)`, values: [10] },
         { text: `SELECT 1 / $1::int`, values: [0] },
-        { text: `INSERT INTO together_t (x) VALUES ($1)`, values: [11] },
+        { text: `INSERT INTO pipeline_t (x) VALUES ($1)`, values: [11] },
       ]),
       /division by zero/,
     );
-    const { rows } = await single.query(`SELECT x FROM together_t WHERE x IN (10, 11)`);
+    const { rows } = await single.query(`SELECT x FROM pipeline_t WHERE x IN (10, 11)`);
     assert.deepEqual(rows, [], 'neither insert is there');
-    // The connection is idle and usable again, in and out of runTogether.
+    // The connection is idle and usable again, in and out of pipeline.
     assert.equal((await single.query<{ one: number }>(`SELECT 1 AS one`)).rows[0]!.one, 1);
-    const [r] = await single.runTogether([{ text: `SELECT 2 AS two`, values: [] }]);
+    const [r] = await single.pipeline([{ text: `SELECT 2 AS two`, values: [] }]);
     assert.equal(r!.rows[0]!.two, 2);
   });
 
@@ -74,7 +74,7 @@ describe('Db.runTogether', () => {
     // `late` comes after the error: its Parse was skipped by the server.
     for (let i = 0; i < 3; i++) {
       await assert.rejects(
-        single.runTogether([
+        single.pipeline([
           { ...early, values: [i] },
           { text: `SELECT 1 / $1::int`, values: [0] },
           { ...late, values: [i] },
@@ -83,7 +83,7 @@ describe('Db.runTogether', () => {
       );
     }
     for (let i = 0; i < 3; i++) {
-      const [a, b] = await single.runTogether([
+      const [a, b] = await single.pipeline([
         { ...early, values: [i] },
         { ...late, values: [i] },
       ]);
@@ -96,12 +96,12 @@ describe('Db.runTogether', () => {
     const circular: Record<string, unknown> = {};
     circular.self = circular;
     await assert.rejects(
-      single.runTogether([
-        { text: `INSERT INTO together_t (x) VALUES ($1)`, values: [20] },
+      single.pipeline([
+        { text: `INSERT INTO pipeline_t (x) VALUES ($1)`, values: [20] },
         { text: `SELECT $1::jsonb`, values: [circular] },
       ]),
     );
-    assert.deepEqual((await single.query(`SELECT x FROM together_t WHERE x = 20`)).rows, []);
+    assert.deepEqual((await single.query(`SELECT x FROM pipeline_t WHERE x = 20`)).rows, []);
     assert.equal((await single.query<{ one: number }>(`SELECT 1 AS one`)).rows[0]!.one, 1);
   });
 
@@ -139,14 +139,14 @@ describe('Db.runTogether', () => {
     test('a failing first statement rolls the transaction back and leaves the connection idle', async () => {
       await assert.rejects(
         single.transaction(async (tx) => {
-          await tx.runTogether([
-            { text: `INSERT INTO together_t (x) VALUES ($1)`, values: [40] },
+          await tx.pipeline([
+            { text: `INSERT INTO pipeline_t (x) VALUES ($1)`, values: [40] },
             { text: `SELECT 1 / $1::int`, values: [0] },
           ]);
         }),
         /division by zero/,
       );
-      assert.deepEqual((await single.query(`SELECT x FROM together_t WHERE x = 40`)).rows, []);
+      assert.deepEqual((await single.query(`SELECT x FROM pipeline_t WHERE x = 40`)).rows, []);
       const txid = async () => (await single.query<{ x: string }>(`SELECT txid_current()::text AS x`)).rows[0]!.x;
       assert.notEqual(await txid(), await txid(), 'each statement is its own transaction: none was left open');
     });
@@ -157,12 +157,12 @@ describe('Db.runTogether', () => {
       await assert.rejects(
         single.transaction(async (tx) => {
           await assert.rejects(tx.query(`SELECT $1::jsonb`, [circular]));
-          await tx.query(`INSERT INTO together_t (x) VALUES ($1)`, [30]);
+          await tx.query(`INSERT INTO pipeline_t (x) VALUES ($1)`, [30]);
           throw new Error('undo');
         }),
         /undo/,
       );
-      assert.deepEqual((await single.query(`SELECT x FROM together_t WHERE x = 30`)).rows, [], 'the insert was rolled back with the transaction');
+      assert.deepEqual((await single.query(`SELECT x FROM pipeline_t WHERE x = 30`)).rows, [], 'the insert was rolled back with the transaction');
     });
   });
 });
