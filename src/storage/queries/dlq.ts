@@ -1,7 +1,7 @@
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { deliveryKey, newMessageId } from './http-workflows.ts';
-import { RUN_JOB } from './runs.ts';
+import { newMessageId } from './http-workflows.ts';
+import { deliveryKey, RUN_JOB } from './runs.ts';
 
 export interface DlqRow {
   id: string;

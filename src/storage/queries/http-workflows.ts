@@ -1,6 +1,6 @@
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { RUN_JOB, isRunningById } from './runs.ts';
+import { deliveryKey, RUN_JOB, isRunningById } from './runs.ts';
 
 /**
  * HTTP workflows (the QStash protocol of @upstash/workflow): a run's history is the ordered list
@@ -9,8 +9,6 @@ import { RUN_JOB, isRunningById } from './runs.ts';
  * one per message, keyed by it.
  */
 
-/** One queued delivery per (run, message); message ids repeat across runs revived from the DLQ. */
-export const deliveryKey = (runId: string, messageId: string) => `deliver:${runId}:${messageId}`;
 export const newMessageId = () => `msg_${crypto.randomUUID().replace(/-/g, '')}`;
 
 /** Run-level configuration from the trigger, applied to every delivery of the run. */

@@ -1,7 +1,7 @@
 /**
  * Workflow runs (herald_runs): the row, how a run starts (its first execution queued with it),
  * how it is read and listed. How a run ends lives in run-end.ts, its recorded steps in steps.ts:
- * this file is what every other workflow query file builds on (the job kinds, the run's job key,
+ * this file is what every other workflow query file builds on (the job kinds, the job keys,
  * and isRunningById(), the planner workaround that run-end.ts, waiters.ts and http-workflows.ts
  * put in their statements), so it imports none of them.
  */
@@ -10,7 +10,16 @@ import { JOBS_CHANNEL } from './jobs.ts';
 
 /** Job kinds that execute a run, by run kind (http runs are delivered over the QStash protocol). */
 export const RUN_JOB = { code: 'workflow.run', http: 'workflow.deliver' } as const;
+
+/**
+ * Job keys of a run's executions, in TypeScript and as SQL over column expressions (waiters.ts
+ * queues them in a statement): one queued execution per code run; one queued delivery per (http
+ * run, message), message ids repeating across runs revived from the DLQ.
+ */
 export const runJobKey = (runId: string) => `run:${runId}`;
+export const runJobKeySql = (runIdSql: string) => `'run:' || ${runIdSql}`;
+export const deliveryKey = (runId: string, messageId: string) => `deliver:${runId}:${messageId}`;
+export const deliveryKeySql = (runIdSql: string, messageIdSql: string) => `'deliver:' || ${runIdSql} || ':' || ${messageIdSql}`;
 
 export type RunState = 'running' | 'completed' | 'failed' | 'cancelled';
 

@@ -6,7 +6,7 @@
  */
 import type { Queryable } from '../db.ts';
 import { JOBS_CHANNEL } from './jobs.ts';
-import { RUN_JOB, isRunningById } from './runs.ts';
+import { deliveryKeySql, RUN_JOB, runJobKeySql, isRunningById } from './runs.ts';
 
 export interface NewWaiter {
   runId: string;
@@ -138,7 +138,7 @@ export async function resumeWaiters(
                        'url', CASE WHEN $${p + 3}::boolean THEN coalesce(w.timeout_url, w.url) ELSE w.url END,
                        'headers', CASE WHEN $${p + 3}::boolean THEN w.timeout_headers ELSE w.headers END)
                 ELSE jsonb_build_object('runId', r.id) END,
-              CASE r.kind WHEN 'http' THEN 'deliver:' || r.id || ':' || w.step_id ELSE 'run:' || r.id END,
+              CASE r.kind WHEN 'http' THEN ${deliveryKeySql('r.id', 'w.step_id')} ELSE ${runJobKeySql('r.id')} END,
               r.max_attempts
        FROM w JOIN herald_runs r ON r.id = w.run_id
        WHERE ${isRunningById('r')}
