@@ -2,7 +2,7 @@ import { deliveryHandler, type Providers } from './channels/deliver.ts';
 import { createProviders, unsubscribeLinks } from './channels/registry.ts';
 import type { Settings } from './config/settings.ts';
 import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
-import { EXPAND_EVENT_JOB, expandEventsHandler } from './intake/process-event.ts';
+import { EXPAND_EVENT_JOB, expandEventsHandler } from './expansion/expand-job.ts';
 import { createDirectWriter } from './intake/direct-writer.ts';
 import { createEventWriter } from './intake/event-writer.ts';
 import { acceptEvent, dryRun, emit, type EmitOutcome, type IntakeDeps } from './intake/emit.ts';

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { EXPAND_EVENT_JOB, eventIdsOf } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB, eventIdsOf } from '../../src/expansion/expand-job.ts';
 import type { Db, Queryable } from '../../src/storage/db.ts';
 import { Tracker } from '../lib/drive.ts';
 import { openHerald, pingBody, resetHerald, startBody, trackedWorker, type BenchHerald } from '../lib/herald.ts';

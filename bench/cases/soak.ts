@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { signXSignature } from '../../src/signing.ts';
-import { EXPAND_EVENT_JOB } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB } from '../../src/expansion/expand-job.ts';
 import { pcts } from '../lib/drive.ts';
 import { pingBody, SIGNING_SECRET } from '../lib/herald.ts';
 import { httpLoad, pacedHttp, type PreparedRequest } from '../lib/http-load.ts';

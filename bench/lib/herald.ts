@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { resolveSettings } from '../../src/config/settings.ts';
 import { codeRunHandler, createEngine, type Engine } from '../../src/engine.ts';
-import { EXPAND_EVENT_JOB, eventIdsOf, expandEventsHandler } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB, eventIdsOf, expandEventsHandler } from '../../src/expansion/expand-job.ts';
 import type { JobHandler, Worker } from '../../src/jobs/worker.ts';
 import { silentLogger } from '../../src/log.ts';
 import { compileRules } from '../../src/rules/compile.ts';

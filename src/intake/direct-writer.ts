@@ -4,7 +4,7 @@ import { createGroupCommit, type GroupCommit } from '../storage/group-commit.ts'
 import { insertDirectEvents, type IncomingEvent } from '../storage/queries/events.ts';
 import { completeKeys } from '../storage/queries/idempotency.ts';
 import type { WriterBounds } from './event-writer.ts';
-import { expandEvents } from './process-event.ts';
+import { expandEvents } from '../expansion/expand.ts';
 
 /**
  * Resolves with the event's response body once the transaction that delivered it committed, or

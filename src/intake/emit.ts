@@ -12,7 +12,7 @@ import { directoryOn } from '../storage/queries/users.ts';
 import type { DirectWriter } from './direct-writer.ts';
 import type { EventWriter } from './event-writer.ts';
 import { parseEmitBody } from './parse-body.ts';
-import { EXPAND_EVENT_JOB } from './process-event.ts';
+import { EXPAND_EVENT_JOB } from '../expansion/expand-job.ts';
 
 export interface IntakeDeps {
   db: Db;

@@ -3,7 +3,7 @@ import type { Db } from '../storage/db.ts';
 import { insertWorkflowEvents, type IncomingWorkflowEvent } from '../storage/queries/events.ts';
 import { BATCH_JOBS_CHANNEL, JOBS_CHANNEL } from '../storage/queries/jobs.ts';
 import { RUN_JOB } from '../storage/queries/runs.ts';
-import { EXPAND_EVENT_JOB } from './process-event.ts';
+import { EXPAND_EVENT_JOB } from '../expansion/expand-job.ts';
 
 /** Resolves true when the event was stored, false when its idempotency key was already taken. */
 export type EventWriter = GroupCommit<IncomingWorkflowEvent, boolean>;

@@ -15,7 +15,8 @@ import ts from 'typescript';
 const LAYERS: { name: string; paths: string[]; why: string }[] = [
   { name: 'entry', paths: ['cli/', 'http/', 'index.ts'], why: 'the ways in (CLI, HTTP API, package exports): nothing in src/ imports them but each other' },
   { name: 'wiring', paths: ['engine.ts', 'config/load-config.ts'], why: 'builds one herald from settings, storage and the compiled config, and injects what lower layers need' },
-  { name: 'intake', paths: ['intake/'], why: 'accepting events (emit, group-commit writers, expansion job): uses rules to plan and workflow to start runs' },
+  { name: 'intake', paths: ['intake/'], why: 'accepting events (emit, group-commit writers): expands them (direct mode) or queues their expansion, and starts runs' },
+  { name: 'expansion', paths: ['expansion/'], why: 'an event into its effects: the rules plan it, the channels write inbox rows and queue deliveries; direct mode and the event.expand job share it' },
   { name: 'channels', paths: ['channels/'], why: 'deliveries (in-app, email, WhatsApp, webhooks): carry out what the rules planned' },
   { name: 'rules', paths: ['rules/'], why: 'pure planning (recipients, preferences, templates), compiles rules and workflow declarations' },
   { name: 'workflow', paths: ['workflow/'], why: 'durable runs (executor, notify, QStash protocol): gets events and rules injected, never imports them' },

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { NonRetriableError } from '../../src/errors.ts';
-import { EXPAND_EVENT_JOB, expandStoredEvent } from '../../src/intake/process-event.ts';
+import { EXPAND_EVENT_JOB, expandStoredEvent } from '../../src/expansion/expand-job.ts';
 import { backoffMs } from '../../src/jobs/backoff.ts';
 import { claimJobs, completeJob, enqueueJob, enqueueJobs, jobCounts, type ClaimedJob } from '../../src/storage/queries/jobs.ts';
 import { obraCompleted, seedTenant } from '../helpers/fixtures.ts';

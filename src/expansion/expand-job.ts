@@ -1,49 +1,12 @@
-import { deliverInApp } from '../channels/in-app.ts';
 import { LeaseLostError, NonRetriableError } from '../errors.ts';
 import type { JobHandler } from '../jobs/worker.ts';
 import type { CompiledRules } from '../rules/compile.ts';
-import { planEvent, type Plan } from '../rules/plan.ts';
 import type { Queryable } from '../storage/db.ts';
-import { deliveryJob, insertDeliveries } from '../storage/queries/deliveries.ts';
 import { getEvent, getEvents } from '../storage/queries/events.ts';
 import { BATCHED_KIND, enqueueJobs } from '../storage/queries/jobs.ts';
-import { directoryOn } from '../storage/queries/users.ts';
-import { ruleFor } from '../rules/compile.ts';
-import { coalescingDirectory } from '../rules/coalescing-directory.ts';
+import { expandEvent, expandEvents } from './expand.ts';
 
-/**
- * Expands an event into its effects and delivers them, inside the caller's transaction. Direct
- * mode calls it in the emit request; workflow mode calls it from the `event.expand` job.
- */
-export async function processEvent(
-  tx: Queryable,
-  rules: CompiledRules,
-  event: { id: string; type: string; ctx: Record<string, unknown> },
-): Promise<{ plan: Plan; inserted: number; deliveries: number }> {
-  const plan = await planEvent(rules, ruleFor(rules, event.type), event.id, event.ctx, directoryOn(tx));
-  const { inserted, deliveries } = await commitEffects(tx, rules, [{ event, plan }]);
-  return { plan, inserted: inserted.get(event.id) ?? 0, deliveries };
-}
-
-/**
- * Writes the planned effects of one or more events in the caller's transaction: their inbox rows
- * and "processed" marks (one statement), and their email, WhatsApp and webhook deliveries with a
- * send job each.
- */
-async function commitEffects(
-  tx: Queryable,
-  rules: CompiledRules,
-  planned: { event: { id: string; type: string }; plan: Plan }[],
-): Promise<{ inserted: Map<string, number>; deliveries: number }> {
-  const inserted = await deliverInApp(tx, planned.map((p) => p.plan));
-  const created = [];
-  for (const { event, plan } of planned) {
-    created.push(...(await insertDeliveries(tx, event, plan.deliveries, rules.delivery.maxAttempts)));
-  }
-  await enqueueJobs(tx, created.map(deliveryJob));
-  return { inserted, deliveries: created.length };
-}
-
+/** Workflow mode's expansion job: an accepted event is stored with one, and a worker expands it. */
 export const EXPAND_EVENT_JOB = BATCHED_KIND;
 
 /**
@@ -94,7 +57,7 @@ export async function expandStoredEvent(tx: Queryable, rules: CompiledRules, pay
   if (!rules.rules.has(event.type)) {
     throw new NonRetriableError(`no rule for event type "${event.type}" (was it removed from the config?)`);
   }
-  await processEvent(tx, rules, { id: event.id, type: event.type, ctx: event.ctx });
+  await expandEvent(tx, rules, { id: event.id, type: event.type, ctx: event.ctx });
 }
 
 /**
@@ -111,25 +74,4 @@ export async function expandStoredEvents(tx: Queryable, rules: CompiledRules, pa
   const events = found.filter((e) => !e.processed_at);
   if (events.length === 0) return;
   await expandEvents(tx, rules, events);
-}
-
-/**
- * Plans events together (one coalescing directory: their users and preferences read in one round
- * trip) and writes their effects with a few set-based statements, in the caller's transaction.
- * Any event's failure throws, for the caller to run them one by one. Returns the in-app rows
- * inserted per event id.
- */
-export async function expandEvents(
-  tx: Queryable,
-  rules: CompiledRules,
-  events: { id: string; type: string; ctx: Record<string, unknown> }[],
-): Promise<Map<string, number>> {
-  const compiled = events.map((e) => ruleFor(rules, e.type));
-  const directory = coalescingDirectory(directoryOn(tx));
-  // allSettled: no plan may still be using the transaction when a failure rolls it back.
-  const settled = await Promise.allSettled(events.map((e, i) => planEvent(rules, compiled[i]!, e.id, e.ctx, directory)));
-  const failed = settled.find((s) => s.status === 'rejected');
-  if (failed) throw failed.reason;
-  const plans = settled.map((s) => (s as PromiseFulfilledResult<Plan>).value);
-  return (await commitEffects(tx, rules, plans.map((plan, i) => ({ event: events[i]!, plan })))).inserted;
 }
