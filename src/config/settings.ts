@@ -52,6 +52,13 @@ export const ENV = {
   jobBatchMax: 'HERALD_JOB_BATCH_MAX',
 } as const;
 
+/**
+ * The defaults of HERALD_DB_CONNECT_TIMEOUT_MS, HERALD_DB_STATEMENT_TIMEOUT_MS and
+ * HERALD_DB_IDLE_TX_TIMEOUT_MS, also what the Postgres driver uses when opened without settings
+ * (tests, benchmarks).
+ */
+export const DB_TIMEOUT_DEFAULTS = { connectTimeoutMs: 5_000, statementTimeoutMs: 30_000, idleInTransactionTimeoutMs: 60_000 };
+
 export interface Settings {
   databaseUrl: string | undefined;
   /** Postgres: connecting, and waiting for a free pooled connection; past it, the database is unavailable. */
@@ -269,9 +276,9 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
   }
   const settings: Settings = {
     databaseUrl: env[ENV.databaseUrl] || undefined,
-    dbConnectTimeoutMs: int(env, ENV.dbConnectTimeoutMs, 5_000, 100, 600_000),
-    dbStatementTimeoutMs: int(env, ENV.dbStatementTimeoutMs, 30_000, 0, 86_400_000),
-    dbIdleInTransactionTimeoutMs: int(env, ENV.dbIdleInTransactionTimeoutMs, 60_000, 0, 86_400_000),
+    dbConnectTimeoutMs: int(env, ENV.dbConnectTimeoutMs, DB_TIMEOUT_DEFAULTS.connectTimeoutMs, 100, 600_000),
+    dbStatementTimeoutMs: int(env, ENV.dbStatementTimeoutMs, DB_TIMEOUT_DEFAULTS.statementTimeoutMs, 0, 86_400_000),
+    dbIdleInTransactionTimeoutMs: int(env, ENV.dbIdleInTransactionTimeoutMs, DB_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs, 0, 86_400_000),
     dataDir: env[ENV.dataDir] || './.herald',
     configPath: env[ENV.configPath] || undefined,
     signingSecrets,

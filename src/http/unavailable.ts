@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { DatabaseUnavailableError, OverloadedError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { isDatabaseFailureCode, isStatementTimeoutCode } from '../storage/sqlstate.ts';
 import type { AppEnv } from './context.ts';
 
 /**
@@ -23,16 +24,14 @@ const LOG_EVERY_MS = 10_000;
 
 /**
  * The DatabaseUnavailableError behind `err` (itself or a cause), or an equivalent for a raw server
- * error whose SQLSTATE says the database, not the request, failed: class 08 (connection), 53
- * (insufficient resources: too many connections, out of memory or disk), 57P01-57P05 (shutdown,
- * crash recovery, idle session timeout) and 57014 (a statement timeout or cancel), 58 (system error).
+ * error whose SQLSTATE says the database, not the request, failed (storage/sqlstate.ts), or that
+ * a statement ran out of time (57014).
  */
 export function databaseUnavailable(err: unknown): DatabaseUnavailableError | undefined {
   for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     if (e instanceof DatabaseUnavailableError) return e;
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-5]|57014|58[0-9A-Z]{3})$/.test(code)) {
-      return new DatabaseUnavailableError((e as Error).message ?? code, false, { cause: e });
+    if (isDatabaseFailureCode(e) || isStatementTimeoutCode(e)) {
+      return new DatabaseUnavailableError((e as Error).message ?? String((e as { code?: unknown }).code), false, { cause: e });
     }
   }
   return undefined;

@@ -1,8 +1,7 @@
-import { coerceError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Db, Queryable } from '../storage/db.ts';
 import { runAsLeader } from '../storage/queries/maintenance.ts';
-import { retryDelayMs } from './backoff.ts';
+import { createFailureStreak, type FailureStreak } from './db-backoff.ts';
 
 export interface MaintenanceTask {
   name: string;
@@ -25,7 +24,18 @@ export interface MaintenanceTask {
  */
 export function createMaintenance(db: Db, tasks: MaintenanceTask[], log: Logger, tickMs = 1_000) {
   const lastRun = new Map<string, number>();
-  const failures = new Map<string, { count: number; retryAt: number }>();
+  const streaks = new Map<string, FailureStreak>(
+    tasks.map((t) => [
+      t.name,
+      createFailureStreak({
+        baseMs: tickMs,
+        capMs: Math.max(tickMs, 10_000),
+        log,
+        about: { task: t.name },
+        say: { failed: 'maintenance task failed; retrying with backoff', again: 'maintenance task failed again', recovered: 'maintenance task recovered' },
+      }),
+    ]),
+  );
   let current: Promise<void> = Promise.resolve();
   let busy = false;
 
@@ -37,17 +47,9 @@ export function createMaintenance(db: Db, tasks: MaintenanceTask[], log: Logger,
       });
       lastRun.set(t.name, now);
       if (n > 0) log.info({ task: t.name, count: n }, 'maintenance');
-      const failed = failures.get(t.name);
-      if (failed) {
-        failures.delete(t.name);
-        log.info({ task: t.name, failures: failed.count }, 'maintenance task recovered');
-      }
+      streaks.get(t.name)!.succeeded();
     } catch (err) {
-      const count = (failures.get(t.name)?.count ?? 0) + 1;
-      const delay = retryDelayMs(count, { baseMs: tickMs, capMs: Math.max(tickMs, 10_000) });
-      failures.set(t.name, { count, retryAt: Date.now() + delay });
-      if (count === 1) log.warn({ task: t.name, err: coerceError(err).message }, 'maintenance task failed; retrying with backoff');
-      else log.debug({ task: t.name, failures: count, err: coerceError(err).message, retryInMs: delay }, 'maintenance task failed again');
+      streaks.get(t.name)!.failed(err);
     }
   }
 
@@ -59,7 +61,7 @@ export function createMaintenance(db: Db, tasks: MaintenanceTask[], log: Logger,
         try {
           const now = Date.now();
           const due = tasks.filter(
-            (t) => now - (lastRun.get(t.name) ?? 0) >= t.everyMs && now >= (failures.get(t.name)?.retryAt ?? 0),
+            (t) => now - (lastRun.get(t.name) ?? 0) >= t.everyMs && now >= streaks.get(t.name)!.retryAt,
           );
           // In order, one after another: the rescue of expired leases first, as before.
           for (const t of due) await runTask(t, now);

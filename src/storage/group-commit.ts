@@ -1,4 +1,5 @@
 import { DatabaseUnavailableError, OverloadedError } from '../errors.ts';
+import { isDatabaseFailureCode } from './sqlstate.ts';
 
 /**
  * Application-level group commit. Concurrent callers each submit one item; items that arrive
@@ -93,15 +94,13 @@ const DOWN_PROBE_MS = 250;
 
 /**
  * Errors that say nothing about the items of a batch but about the database or the connection
- * (the driver's DatabaseUnavailableError; raw, SQLSTATE classes 08 connection, 53 insufficient
- * resources, 58 system error, and 57P01-57P05, a server shutting down): retrying each item alone
+ * (the driver's DatabaseUnavailableError, or a raw SQLSTATE of a database failure): retrying each item alone
  * would only send more statements to a database that cannot take them. A statement timeout
  * (57014) is not one of them: one item too big for the batch's time is what the retry isolates.
  */
 function failsTheWholeBatch(err: unknown): boolean {
   if (err instanceof DatabaseUnavailableError || err instanceof OverloadedError) return true;
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^((08|53|58)[0-9A-Z]{3}|57P0[1-5])$/.test(code);
+  return isDatabaseFailureCode(err);
 }
 
 /**

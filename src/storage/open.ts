@@ -1,6 +1,7 @@
 import { DatabaseUnavailableError } from '../errors.ts';
 import type { Db } from './db.ts';
-import { addressOf, openPg, PG_TIMEOUT_DEFAULTS } from './drivers/pg.ts';
+import { DB_TIMEOUT_DEFAULTS } from '../config/settings.ts';
+import { addressOf, openPg } from './drivers/pg.ts';
 import { describeReason } from './drivers/pg-failures.ts';
 import { openPglite } from './drivers/pglite.ts';
 
@@ -50,7 +51,7 @@ export async function openStorage(opts: StorageOptions): Promise<Db> {
 function cannotOpen(err: Error, opts: StorageOptions): Error {
   const at = `cannot connect to the database at ${addressOf(opts.databaseUrl!)} (DATABASE_URL)`;
   if (!(err instanceof DatabaseUnavailableError)) return new Error(`${at}: ${err.message}`, { cause: err });
-  const ms = opts.connectTimeoutMs ?? PG_TIMEOUT_DEFAULTS.connectTimeoutMs;
+  const ms = opts.connectTimeoutMs ?? DB_TIMEOUT_DEFAULTS.connectTimeoutMs;
   const reason = /did not answer within|could be had within/.test(err.message)
     ? `no answer within ${ms} ms (HERALD_DB_CONNECT_TIMEOUT_MS)`
     : describeReason(err.cause instanceof Error ? err.cause : err);

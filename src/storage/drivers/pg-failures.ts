@@ -1,4 +1,5 @@
 import { DatabaseUnavailableError } from '../../errors.ts';
+import { endsSessionCode } from '../sqlstate.ts';
 
 /**
  * Which errors mean "the database connection is gone or could not be had" (an outage: retry
@@ -19,13 +20,6 @@ const NETWORK_CODES = new Set([
   'EAI_AGAIN',
 ]);
 
-/**
- * SQLSTATEs that end the session, not just the statement: the server shut down or restarted
- * (57P01-57P03), too many connections (53300), the session's idle timeouts (25P03, 57P05).
- * Class 08 (connection exception) is matched as a class.
- */
-const SESSION_ENDED = new Set(['57P01', '57P02', '57P03', '53300', '25P03', '57P05']);
-
 /** pg's own words for a connection it lost, or could not make or hand out in time. */
 const PG_CONNECTION_MESSAGES =
   /^Connection terminated|^timeout exceeded when trying to connect|is not queryable|^timeout expired$|^Query read timeout$/;
@@ -35,7 +29,7 @@ export function isConnectionFailure(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string') {
-    if (NETWORK_CODES.has(code) || SESSION_ENDED.has(code) || /^08[0-9A-Z]{3}$/.test(code)) return true;
+    if (NETWORK_CODES.has(code) || endsSessionCode(err)) return true;
   }
   if (PG_CONNECTION_MESSAGES.test(err.message)) return true;
   // Node reports a failed connect to every address of a host as one AggregateError.
@@ -69,6 +63,6 @@ export function describeReason(err: Error): string {
   if (code === 'ECONNREFUSED') return 'connection refused';
   if (code === 'ECONNRESET') return 'connection reset';
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'host not found';
-  if (typeof code === 'string' && /^(08|57P|53300|25P03)/.test(code)) return `${err.message} (${code})`;
+  if (endsSessionCode(err)) return `${err.message} (${String(code)})`;
   return err.message;
 }

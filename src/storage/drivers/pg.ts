@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { createHash } from 'node:crypto';
 import { DatabaseUnavailableError } from '../../errors.ts';
+import { DB_TIMEOUT_DEFAULTS } from '../../config/settings.ts';
 import type { Db, QueryOptions, QueryResult, Queryable, Statement } from '../db.ts';
 import { Connection, type Start } from './pg-connection.ts';
 import { classify, describeReason, isConnectionFailure } from './pg-failures.ts';
@@ -22,8 +23,6 @@ export interface PgOptions {
   idleInTransactionTimeoutMs?: number;
 }
 
-/** The defaults of HERALD_DB_CONNECT_TIMEOUT_MS, HERALD_DB_STATEMENT_TIMEOUT_MS, HERALD_DB_IDLE_TX_TIMEOUT_MS. */
-export const PG_TIMEOUT_DEFAULTS = { connectTimeoutMs: 5_000, statementTimeoutMs: 30_000, idleInTransactionTimeoutMs: 60_000 };
 
 /**
  * How long herald waits for a query's answer before it gives the connection up: statement_timeout,
@@ -104,9 +103,9 @@ async function inTransaction<T>(conn: Connection, fn: (tx: Queryable) => Promise
 }
 
 export function openPg(opts: PgOptions): Db {
-  const connectTimeoutMs = opts.connectTimeoutMs ?? PG_TIMEOUT_DEFAULTS.connectTimeoutMs;
-  const statementTimeoutMs = opts.statementTimeoutMs ?? PG_TIMEOUT_DEFAULTS.statementTimeoutMs;
-  const idleInTransactionTimeoutMs = opts.idleInTransactionTimeoutMs ?? PG_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? DB_TIMEOUT_DEFAULTS.connectTimeoutMs;
+  const statementTimeoutMs = opts.statementTimeoutMs ?? DB_TIMEOUT_DEFAULTS.statementTimeoutMs;
+  const idleInTransactionTimeoutMs = opts.idleInTransactionTimeoutMs ?? DB_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs;
   const boundMs = queryBoundMs(statementTimeoutMs);
   const max = opts.max ?? 10;
   const address = addressOf(opts.connectionString);

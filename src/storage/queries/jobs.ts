@@ -278,9 +278,38 @@ export async function retryingTwinRace<T>(requeue: () => Promise<T>, tries = 3):
 }
 
 /**
+ * The statement that sends this worker's claimed job (fenced like completeJob) back to the queue,
+ * due after `delayMs` ($4), or fails it for good where `givesUp` holds; a job whose key is queued
+ * again merges into that job instead (see TWIN_OF). Returns one row with the job's new state, or
+ * none if the lease was lost. `attempts` is what the job's count becomes; `error` sets last_error.
+ */
+const requeueSql = (o: { attempts: string; givesUp: string; error?: string }) => {
+  const due = `now() + make_interval(secs => $4::double precision / 1000)`;
+  const setError = o.error ? `, last_error = ${o.error}` : '';
+  return `WITH me AS (
+       SELECT id, key, ${o.attempts} AS attempts, (${o.givesUp}) AS gives_up FROM herald_jobs WHERE ${FENCE} FOR UPDATE),
+     twin AS (${TWIN_OF('me', 'NOT me.gives_up')}),
+     merged AS (
+       UPDATE herald_jobs q SET run_at = least(q.run_at, ${due}), attempts = greatest(q.attempts, me.attempts)${setError}
+       FROM twin, me WHERE q.id = twin.id
+       RETURNING 'queued'::text AS state),
+     merged_away AS (DELETE FROM herald_jobs j USING me WHERE j.id = me.id AND EXISTS (SELECT 1 FROM merged)),
+     requeued AS (
+       UPDATE herald_jobs j SET state = CASE WHEN me.gives_up THEN 'failed' ELSE 'queued' END, run_at = ${due},
+         attempts = me.attempts${setError}, locked_by = NULL, locked_until = NULL
+       FROM me WHERE j.id = me.id AND NOT EXISTS (SELECT 1 FROM twin)
+       RETURNING j.state)
+     SELECT state FROM requeued UNION ALL SELECT state FROM merged`;
+};
+
+/** A failed attempt: retried after the delay, or failed for good ($5: permanent, or no attempts left). */
+const FAIL_JOB = requeueSql({ attempts: 'attempts', givesUp: '$5::boolean OR attempts >= max_attempts', error: '$6' });
+/** An attempt that did not run: requeued without counting it. */
+const DEFER_JOB = requeueSql({ attempts: 'attempts - 1', givesUp: 'false' });
+
+/**
  * Requeues a failed job after `delayMs`, or marks it failed for good (permanent, or out of
  * attempts). Fenced like completeJob. Returns the new state, or undefined if the lease was lost.
- * A retry whose key is queued again merges into that job (see TWIN_OF).
  */
 export async function failJob(
   db: Queryable,
@@ -288,52 +317,22 @@ export async function failJob(
   workerId: string,
   opts: { error: string; delayMs: number; permanent: boolean },
 ): Promise<'queued' | 'failed' | undefined> {
-  const { rows } = await db.query<{ state: 'queued' | 'failed' }>(
-    `WITH me AS (
-       SELECT id, key, attempts, ($4::boolean OR attempts >= max_attempts) AS gives_up FROM herald_jobs WHERE ${FENCE} FOR UPDATE),
-     twin AS (${TWIN_OF('me', 'NOT me.gives_up')}),
-     merged AS (
-       UPDATE herald_jobs q SET run_at = least(q.run_at, now() + make_interval(secs => $5::double precision / 1000)),
-         attempts = greatest(q.attempts, me.attempts), last_error = $6
-       FROM twin, me WHERE q.id = twin.id
-       RETURNING 'queued'::text AS state),
-     merged_away AS (DELETE FROM herald_jobs j USING me WHERE j.id = me.id AND EXISTS (SELECT 1 FROM merged)),
-     requeued AS (
-       UPDATE herald_jobs j SET
-         state = CASE WHEN me.gives_up THEN 'failed' ELSE 'queued' END,
-         run_at = now() + make_interval(secs => $5::double precision / 1000),
-         last_error = $6, locked_by = NULL, locked_until = NULL
-       FROM me WHERE j.id = me.id AND NOT EXISTS (SELECT 1 FROM twin)
-       RETURNING j.state)
-     SELECT state FROM requeued UNION ALL SELECT state FROM merged`,
-    [...fenceValues(fenceOf(job, workerId)), opts.permanent, opts.delayMs, opts.error.slice(0, 4000)],
-  );
+  const { rows } = await db.query<{ state: 'queued' | 'failed' }>(FAIL_JOB, [
+    ...fenceValues(fenceOf(job, workerId)),
+    opts.delayMs,
+    opts.permanent,
+    opts.error.slice(0, 4000),
+  ]);
   return rows[0]?.state;
 }
 
 /**
  * Puts a claimed job back in the queue for later without counting the attempt (it did not run:
- * e.g. its flow-control slot was busy). Fenced like completeJob. If its key is queued again, it
- * merges into that job (see TWIN_OF).
+ * e.g. its flow-control slot was busy). Returns false if the lease was lost.
  */
 export async function deferJob(db: Queryable, job: ClaimedJob, workerId: string, delayMs: number): Promise<boolean> {
-  const { rows } = await db.query<{ held: boolean }>(
-    `WITH me AS (SELECT id, key, attempts - 1 AS attempts FROM herald_jobs WHERE ${FENCE} FOR UPDATE),
-     twin AS (${TWIN_OF('me')}),
-     merged AS (
-       UPDATE herald_jobs q SET run_at = least(q.run_at, now() + make_interval(secs => $4::double precision / 1000)),
-         attempts = greatest(q.attempts, me.attempts)
-       FROM twin, me WHERE q.id = twin.id
-       RETURNING 1),
-     merged_away AS (DELETE FROM herald_jobs j USING me WHERE j.id = me.id AND EXISTS (SELECT 1 FROM merged)),
-     requeued AS (
-       UPDATE herald_jobs j SET state = 'queued', attempts = me.attempts, locked_by = NULL, locked_until = NULL,
-         run_at = now() + make_interval(secs => $4::double precision / 1000)
-       FROM me WHERE j.id = me.id AND NOT EXISTS (SELECT 1 FROM twin))
-     SELECT EXISTS (SELECT 1 FROM me) AS held`,
-    [...fenceValues(fenceOf(job, workerId)), delayMs],
-  );
-  return rows[0]?.held === true;
+  const { rows } = await db.query(DEFER_JOB, [...fenceValues(fenceOf(job, workerId)), delayMs]);
+  return rows.length === 1;
 }
 
 /** Extends the leases of jobs this worker is still running (heartbeat). */
