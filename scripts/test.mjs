@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs the whole test suite once per backend (PGlite, then Postgres) and prints one closing line,
-// "N passed, N failed[, N skipped]", summed from the runs' real TAP results.
+// Runs the whole test suite once per backend (PGlite and Postgres, at once) and prints one closing line,
+// "N passed, N failed[, N skipped]", summed from the runs' own closing counts (scripts/run-reporter.mjs).
 //   node scripts/test.mjs [--backend pglite|postgres] [test files or directories...]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -80,7 +80,7 @@ async function dropTemplates(env) {
     }).on('exit', resolve),
   );
 }
-const fileTimesReporter = new URL('./file-times-reporter.mjs', import.meta.url).href;
+const summaryReporter = new URL('./run-reporter.mjs', import.meta.url).href;
 const templatesScript = new URL('../test/helpers/db-templates.ts', import.meta.url).pathname;
 
 /**
@@ -103,7 +103,7 @@ const concurrency = Number(process.env.HERALD_TEST_CONCURRENCY ?? 2);
 
 async function runBackend(backend, ownFiles) {
   const started = Date.now();
-  const tap = join(tmpdir(), `herald-tests-${process.pid}-${backend}.tap`);
+  const summaryFile = join(tmpdir(), `herald-tests-${process.pid}-${backend}.json`);
   const folder = mkdtempSync(join(tmpdir(), `herald-templates-${backend}-`));
   const templates = await prepareTemplates(backend, folder);
   const prefix = serial ? '' : `[${backend}] `;
@@ -114,8 +114,7 @@ async function runBackend(backend, ownFiles) {
         '--import', 'tsx',
         '--test', `--test-concurrency=${concurrency}`,
         '--test-reporter=spec', '--test-reporter-destination=stdout',
-        '--test-reporter=tap', `--test-reporter-destination=${tap}`,
-        `--test-reporter=${fileTimesReporter}`, `--test-reporter-destination=${tap}.times`,
+        `--test-reporter=${summaryReporter}`, `--test-reporter-destination=${summaryFile}`,
         ...ownFiles,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...templates, NODE_OPTIONS, HERALD_TEST_BACKEND: backend } },
@@ -127,12 +126,16 @@ async function runBackend(backend, ownFiles) {
   });
   await dropTemplates(templates);
   rmSync(folder, { recursive: true, force: true });
-  const out = readFileSync(tap, 'utf8');
-  rmSync(tap, { force: true });
-  // The TAP footer of the top-level run: "# pass N", "# fail N", ...
-  const count = (k) => [...out.matchAll(new RegExp(`^# ${k} (\\d+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
+  let summary = { counts: {}, files: {} };
+  try {
+    summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
+  } catch {
+    // No summary: the run crashed before its end; its exit code counts as a failure below.
+  }
+  rmSync(summaryFile, { force: true });
+  const count = (k) => summary.counts[k] ?? 0;
   const run = { pass: count('pass'), fail: count('fail') + count('cancelled'), skipped: count('skipped') + count('todo') };
-  return { backend, code, run, seconds: Math.round((Date.now() - started) / 1000), timesFile: `${tap}.times` };
+  return { backend, code, run, seconds: Math.round((Date.now() - started) / 1000), fileMs: summary.files };
 }
 
 const started = Date.now();
@@ -155,27 +158,17 @@ console.log('');
 for (const r of results) {
   console.log(`--- ${r.backend}: ${r.run.pass} passed, ${r.run.fail} failed, ${r.run.skipped} skipped (${r.seconds} s)`);
   for (const k of Object.keys(totals)) totals[k] += r.run[k];
-  printSlowest(r.timesFile);
+  printSlowest(r.fileMs);
   if (r.code !== 0) failedRuns++;
 }
 if (results.length > 1) console.log(`--- both backends: ${Math.round((Date.now() - started) / 1000)} s`);
-/** The files whose tests took longest (scripts/file-times-reporter.mjs), to show where the time goes. */
-function printSlowest(timesFile, shown = Number(process.env.HERALD_TEST_SLOWEST ?? 8)) {
-  let text = '';
-  try {
-    text = readFileSync(timesFile, 'utf8');
-  } catch {
-    return;
-  }
-  rmSync(timesFile, { force: true });
-  const files = text
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => line.split('\t'))
-    .map(([ms, file]) => ({ ms: Number(ms), file: file.replace(`${process.cwd()}/`, '') }))
+/** The files whose tests took longest, to show where the time goes. */
+function printSlowest(fileMs, shown = Number(process.env.HERALD_TEST_SLOWEST ?? 8)) {
+  const slowest = Object.entries(fileMs)
+    .map(([file, ms]) => ({ ms, file: file.replace(`${process.cwd()}/`, '') }))
     .sort((a, b) => b.ms - a.ms);
-  if (files.length < 2 || shown <= 0) return;
-  console.log(`    slowest: ${files.slice(0, shown).map((f) => `${f.file} ${(f.ms / 1000).toFixed(1)} s`).join(', ')}`);
+  if (slowest.length < 2 || shown <= 0) return;
+  console.log(`    slowest: ${slowest.slice(0, shown).map((f) => `${f.file} ${(f.ms / 1000).toFixed(1)} s`).join(', ')}`);
 }
 if (failedRuns > 0 && totals.fail === 0) totals.fail = failedRuns; // a run crashed outside any test
 console.log(`\n${totals.pass} passed, ${totals.fail} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`);

@@ -1,6 +1,7 @@
 import { deliveryHandler, type Providers } from './channels/deliver.ts';
 import { createProviders, unsubscribeLinks } from './channels/registry.ts';
 import type { Settings } from './config/settings.ts';
+import type { DatabaseUnavailableError } from './errors.ts';
 import { DELIVERY_JOB } from './storage/queries/deliveries.ts';
 import { EXPAND_EVENT_JOB, expandEventsHandler } from './expansion/expand-job.ts';
 import { createDirectWriter } from './intake/direct-writer.ts';
@@ -52,6 +53,8 @@ export interface IntakeLoad {
   readonly writing: number;
   /** Why an emit arriving now would be shed (OverloadedError, DatabaseUnavailableError), or undefined. */
   refusal(): Error | undefined;
+  /** Whether the database is what holds emits up (an outage rather than overload), as the refusal to give. */
+  unavailable(): DatabaseUnavailableError | undefined;
 }
 
 export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules: CompiledRules; log: Logger }): Engine {
@@ -88,6 +91,7 @@ export function createEngine(deps: { settings: Readonly<Settings>; db: Db; rules
       // database has stopped answering): the HTTP layer asks before it reads the body, so refusing
       // costs next to nothing (storage/group-commit.ts).
       refusal: () => activeWriter.refusal(),
+      unavailable: () => activeWriter.unavailable(),
     },
     dryRun: (rawBody) => dryRun(intake, rawBody),
     createWorker: (overrides) =>

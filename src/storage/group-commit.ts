@@ -68,6 +68,13 @@ export interface GroupCommit<T, R> {
    * undefined. Cheap: for callers that can refuse before doing the work of building an item.
    */
   refusal(): Error | undefined;
+  /**
+   * Whether the database, rather than the load, is what holds writes up: the last write failed
+   * for want of the database and none has succeeded since, or writes are in flight and none has
+   * completed for over half the wait bound. The refusal to give then, or undefined. A limit on
+   * emits in progress that is full for this reason is an outage (503), not overload (429).
+   */
+  unavailable(): DatabaseUnavailableError | undefined;
   /** Items waiting for a flush (metrics, tests). */
   readonly queued: number;
   /** Items in flushes in flight (metrics, tests). */
@@ -325,6 +332,12 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
       });
     },
     refusal: () => refusal(),
+    unavailable() {
+      if (down) return down.refusal;
+      const now = performance.now();
+      if (inFlight > 0 && now - Math.max(wroteAt, progressAt) > maxWaitMs / 2) return refused.silent;
+      return undefined;
+    },
     get queued() {
       return queue.length + blocked.length;
     },

@@ -127,6 +127,37 @@ describe('group commit bounds (unit)', () => {
     assert.deepEqual(flushed, [[1], [3]], 'item 2 was never written');
   });
 
+  test('whether the database is what holds writes up: a write in flight with none completing for half the wait bound says so, a completed write ends it', async () => {
+    // The emits-in-progress limit asks this when it is full, to answer an outage 503 and not 429.
+    const { gc, flushes } = manual({ maxWaitMs: 200, writers: 2 });
+    const first = gc.submit(1);
+    await tick();
+    assert.equal(gc.unavailable(), undefined, 'a write that just started says nothing yet');
+    await eventually(async () => gc.unavailable() instanceof DatabaseUnavailableError, 2_000);
+    assert.match(gc.unavailable()!.message, /not answering/);
+    flushes[0]!.resolve();
+    assert.equal(await first, 'ok 1');
+    assert.equal(gc.unavailable(), undefined, 'writes complete again');
+  });
+
+  test('after a write failed for want of the database, it is the database that holds emits up until a write succeeds, past the pause before a probe', async () => {
+    let reachable = false;
+    const gc = createGroupCommit<number, string>({
+      maxBatch: 10,
+      writers: 1,
+      async flush(items) {
+        if (!reachable) throw new DatabaseUnavailableError('cannot connect to the database (connection refused)');
+        return items.map((n) => `ok ${n}`);
+      },
+    });
+    await assert.rejects(gc.submit(1), (e: unknown) => e instanceof DatabaseUnavailableError);
+    await eventually(async () => gc.refusal() === undefined, 2_000); // the probe pause is over
+    assert.ok(gc.unavailable() instanceof DatabaseUnavailableError, 'no write has succeeded since');
+    reachable = true;
+    assert.equal(await gc.submit(2), 'ok 2');
+    assert.equal(gc.unavailable(), undefined);
+  });
+
   /** A group commit (one writer) each of whose flushes fails with `error()`; `flushes.calls` counts them. */
   function alwaysFailing(error: () => Error) {
     const flushes = { calls: 0 };

@@ -224,7 +224,8 @@ export function withEmitShedding<F extends Fetch>(engine: Engine, fetch: F): F {
     adapt(l, admitted, targetMs, loop.late, loop.busy);
     if (l.inFlight >= l.limit) {
       l.refused = true;
-      return refuse(engine, request, tooMany);
+      // Emits in progress that wait on a database which stopped answering are an outage: 503.
+      return refuse(engine, request, engine.intake.unavailable() ?? tooMany);
     }
     if (l.lateOdds > 0 && Math.random() < l.lateOdds) return refuse(engine, request, tooLate);
     l.inFlight++;
