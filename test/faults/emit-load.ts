@@ -261,13 +261,14 @@ export function startLoad(url: string, tenant: { tenantId: string; actorId: stri
  * key and body until it is (at most `ms`), honouring no more than a short pause between rounds.
  * Returns the records still not acknowledged.
  */
-export async function retryUnacknowledged(url: string, records: EmitRecord[], ms = 10_000): Promise<EmitRecord[]> {
+export async function retryUnacknowledged(url: string, records: EmitRecord[], ms = 20_000): Promise<EmitRecord[]> {
   const deadline = Date.now() + ms;
   let pending = records.filter((r) => r.attempts[0]?.status !== 200);
   while (pending.length && Date.now() < deadline) {
-    // A few at a time: the retries must not become an overload of their own.
-    for (let i = 0; i < pending.length; i += 50) {
-      await Promise.all(pending.slice(i, i + 50).map(async (r) => r.attempts.unshift(await sendEmit(url, r))));
+    // A few at a time: the retries must not become an overload of their own. (Fifty at once met an
+    // emits-in-progress limit kept low by a loaded box, and most of each round was refused 429.)
+    for (let i = 0; i < pending.length && Date.now() < deadline; i += 10) {
+      await Promise.all(pending.slice(i, i + 10).map(async (r) => r.attempts.unshift(await sendEmit(url, r))));
     }
     pending = pending.filter((r) => r.attempts[0]!.status !== 200);
     if (pending.length) await new Promise((r) => setTimeout(r, 200));
