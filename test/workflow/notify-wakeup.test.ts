@@ -27,11 +27,25 @@ describe('notify wakes other processes', { skip: BACKEND !== 'postgres' && 'a PG
   let h: WorkflowHerald;
   let other: pg.Client;
   let received = 0;
+  let barriers = 0;
+  /**
+   * Everything committed before this call has been heard: Postgres delivers a listener's
+   * notifications in commit order, so once a NOTIFY sent now arrives, all earlier ones have.
+   */
+  const heardAllCommitted = async () => {
+    const seen = barriers;
+    await other.query(`SELECT pg_notify('${JOBS_CHANNEL}', 'barrier')`);
+    await eventually(async () => barriers > seen);
+  };
   before(async () => {
     h = await createWorkflowHerald(config);
     other = new pg.Client({ connectionString: h.url! });
     await other.connect();
-    other.on('notification', (m) => void (m.channel === JOBS_CHANNEL && received++));
+    other.on('notification', (m) => {
+      if (m.channel !== JOBS_CHANNEL) return;
+      if (m.payload === 'barrier') barriers++;
+      else received++;
+    });
     await other.query(`LISTEN ${JOBS_CHANNEL}`);
   });
   after(async () => {
@@ -57,7 +71,7 @@ describe('notify wakes other processes', { skip: BACKEND !== 'postgres' && 'a PG
     const none = await h.notify('/v2/notify/go-nobody', 'x');
     assert.equal(none.status, 201);
     assert.deepEqual(await none.json(), []);
-    await new Promise((r) => setTimeout(r, 200));
+    await heardAllCommitted();
     assert.equal(received, 1, 'one NOTIFY for three resumed runs, none for a notify that resumed nothing');
   });
 });
