@@ -34,6 +34,8 @@ export interface Runtime {
 /** Opens storage (migrating it) and loads the config: what every long-running command needs. */
 export async function openRuntime(settings: Readonly<Settings>, logFd: 1 | 2 = 1): Promise<Runtime> {
   const log = createLogger(settings.logLevel, logFd);
+  // The config first: a missing or broken one stops herald before it touches the database.
+  const config = await loadConfig(settings.configPath);
   if (!settings.databaseUrl) await mkdir(settings.dataDir, { recursive: true });
   const db: Db = await openStorage({
     databaseUrl: settings.databaseUrl,
@@ -44,7 +46,6 @@ export async function openRuntime(settings: Readonly<Settings>, logFd: 1 | 2 = 1
   try {
     const applied = await migrate(db, (name) => log.info({ migration: name }, 'applied migration'));
     if (applied.length) log.info({ count: applied.length }, 'database migrated');
-    const config = await loadConfig(settings.configPath);
     log.info({ config: config.path, events: [...config.rules.rules.keys()] }, 'rules loaded');
     const engine = createEngine({ settings, db, rules: config.rules, log });
     return { engine, config, log, close: () => db.close() };

@@ -250,6 +250,41 @@ function unsubscribeSecret(env: Env, jwt: string | undefined, signing: Buffer[])
   return root ? createHmac('sha256', root).update('herald unsubscribe links').digest() : undefined;
 }
 
+/**
+ * A boolean variable: exactly 1 / true or 0 / false, or unset (undefined). Anything else is refused
+ * at start: read as "not 1", a `yes` or `TRUE` would silently mean the opposite of what was meant.
+ */
+function bool(env: Env, name: string): boolean | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  if (raw === '1' || raw === 'true') return true;
+  if (raw === '0' || raw === 'false') return false;
+  throw new SettingsError(`${name} must be 1, 0, true or false (or unset), got "${raw.slice(0, 40)}"`);
+}
+
+/**
+ * DATABASE_URL: a postgres:// or postgresql:// URL, or a Unix-socket directory (what pg accepts);
+ * anything else is refused here, naming the variable, rather than failing later as a DNS lookup
+ * of part of it. The value is never echoed: it may hold a password.
+ */
+function databaseUrl(env: Env): string | undefined {
+  const raw = env[ENV.databaseUrl];
+  if (raw === undefined || raw === '') return undefined;
+  if (raw.startsWith('/')) return raw;
+  let protocol = '';
+  try {
+    protocol = new URL(raw).protocol;
+  } catch {
+    // not a URL at all
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new SettingsError(
+      `${ENV.databaseUrl} must be a postgres:// or postgresql:// connection URL (postgres://user:password@host:5432/database), or unset for embedded PGlite`,
+    );
+  }
+  return raw;
+}
+
 export interface ResolveOptions {
   /** Fail closed: refuse to run without a signing secret (unless signing is disabled for dev). */
   requireSecrets?: boolean;
@@ -257,7 +292,10 @@ export interface ResolveOptions {
 
 export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {}): Readonly<Settings> {
   const production = env[ENV.nodeEnv] === 'production';
-  const signingDisabled = env[ENV.signingDisabled] === '1';
+  const signingDisabled = bool(env, ENV.signingDisabled) === true;
+  // Both read before either is used: a bad value of one is refused whatever the other says.
+  const workflowsDisabled = bool(env, ENV.workflowsDisabled) === true;
+  const workflowsEnabled = bool(env, ENV.workflowsEnabled) === true;
   if (signingDisabled && production) {
     throw new SettingsError(
       `${ENV.signingDisabled}=1 is refused when NODE_ENV=production: unsigned emits would let anyone inject notifications`,
@@ -275,7 +313,7 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     throw new SettingsError(`${ENV.jwtSecret} must be at least 32 bytes for HS256`);
   }
   const settings: Settings = {
-    databaseUrl: env[ENV.databaseUrl] || undefined,
+    databaseUrl: databaseUrl(env),
     dbConnectTimeoutMs: int(env, ENV.dbConnectTimeoutMs, DB_TIMEOUT_DEFAULTS.connectTimeoutMs, 100, 600_000),
     dbStatementTimeoutMs: int(env, ENV.dbStatementTimeoutMs, DB_TIMEOUT_DEFAULTS.statementTimeoutMs, 0, 86_400_000),
     dbIdleInTransactionTimeoutMs: int(env, ENV.dbIdleInTransactionTimeoutMs, DB_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs, 0, 86_400_000),
@@ -283,8 +321,9 @@ export function resolveSettings(env: Env = process.env, opts: ResolveOptions = {
     configPath: env[ENV.configPath] || undefined,
     signingSecrets,
     signingDisabled,
-    // The seed: workflow mode when WORKFLOWS_DISABLED is not 1, or WORKFLOWS_ENABLED=1.
-    workflowMode: env[ENV.workflowsDisabled] !== '1' || env[ENV.workflowsEnabled] === '1',
+    // The seed: workflow mode when WORKFLOWS_DISABLED is not 1, or WORKFLOWS_ENABLED=1 (`true`
+    // is read as 1; anything but 1, 0, true and false is refused, so a "yes" is not taken for 0).
+    workflowMode: !workflowsDisabled || workflowsEnabled,
     jwtSecret: jwt ? Buffer.from(jwt, 'utf8') : undefined,
     port: int(env, ENV.port, 3000, 0, 65535),
     host: env[ENV.host] || '127.0.0.1',

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,8 @@ import { HERALD_BIN, startHerald } from '../helpers/processes.ts';
 
 const run = promisify(execFile);
 const herald = (args: string[], env: Record<string, string>, cwd?: string) =>
-  run(process.execPath, [HERALD_BIN, ...args], { env: { ...process.env, DATABASE_URL: '', ...env }, cwd }).then(
+  // Bounded: a command that should refuse to start but serves instead fails the test, not hangs it.
+  run(process.execPath, [HERALD_BIN, ...args], { env: { ...process.env, DATABASE_URL: '', ...env }, cwd, timeout: 60_000 }).then(
     (r) => ({ code: 0, ...r }),
     (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
   );
@@ -39,6 +41,23 @@ test('REQUEST_SIGNING_DISABLED=1 is refused in production', async () => {
   const r = await herald(['start'], { ...dbEnv(), REQUEST_SIGNING_DISABLED: '1', NODE_ENV: 'production', PORT: '0' });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /refused when NODE_ENV=production/);
+});
+
+test('a missing HERALD_CONFIG stops herald start before it touches the database', async () => {
+  const untouched = join(dir, 'untouched');
+  const r = await herald(['start'], {
+    HERALD_DATA_DIR: untouched, HERALD_CONFIG: join(dir, 'nope.config.ts'), REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', PORT: '0',
+  });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /config file not found: .*nope\.config\.ts/);
+  // (The data-directory lock may be taken; the database in it is never created or migrated.)
+  assert.equal(existsSync(join(untouched, 'pgdata')), false, 'no database created, nothing migrated');
+});
+
+test('a boolean variable that is not 1, 0, true or false stops herald start, naming it', async () => {
+  const r = await herald(['start'], { ...dbEnv(), WORKFLOWS_DISABLED: 'yes', REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', PORT: '0' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /WORKFLOWS_DISABLED must be 1, 0, true or false \(or unset\), got "yes"/);
 });
 
 test('herald migrate applies, then reports up to date', async () => {
