@@ -1,6 +1,7 @@
 import { ConfigError, ValidationError } from '../errors.ts';
 import { compileWorkflows, type CompiledWorkflows } from '../workflow/compile.ts';
 import { compileChannels, compileDelivery, type CompiledChannels, type CompiledDelivery } from './compile-channels.ts';
+import { checkKnownKeys } from './known-keys.ts';
 import { compileTemplate, type CompiledTemplate } from './templates.ts';
 import type { EventRule, HeraldConfig } from './types.ts';
 
@@ -37,6 +38,7 @@ export function compileRules(config: HeraldConfig): CompiledRules {
   if (!config || typeof config !== 'object' || !config.events || typeof config.events !== 'object') {
     throw new ConfigError('the config must export { events: { "<event.type>": rule, ... } }');
   }
+  checkKnownKeys(config);
   const defaultLocale = config.defaultLocale ?? 'es';
   const rules = new Map<string, CompiledRule>();
   for (const [type, r] of Object.entries(config.events)) {

@@ -256,17 +256,21 @@ describe('environment variables', () => {
   });
 
   test('workflow mode when WORKFLOWS_DISABLED is not 1, or WORKFLOWS_ENABLED=1', () => {
+    // `true` is another spelling of 1, `false` of 0; any other value is refused at start
+    // (test/config/settings.test.ts), so none is read as "not 1" by mistake.
     const cases: [Record<string, string>, boolean][] = [
       [{}, true],
       [{ WORKFLOWS_DISABLED: '1' }, false],
       [{ WORKFLOWS_DISABLED: '0' }, true],
-      [{ WORKFLOWS_DISABLED: 'true' }, true],
+      [{ WORKFLOWS_DISABLED: 'true' }, false],
+      [{ WORKFLOWS_DISABLED: 'false' }, true],
       [{ WORKFLOWS_DISABLED: '' }, true],
       [{ WORKFLOWS_ENABLED: '1' }, true],
       [{ WORKFLOWS_ENABLED: '0' }, true],
       [{ WORKFLOWS_DISABLED: '1', WORKFLOWS_ENABLED: '1' }, true],
       [{ WORKFLOWS_DISABLED: '1', WORKFLOWS_ENABLED: '0' }, false],
-      [{ WORKFLOWS_DISABLED: '1', WORKFLOWS_ENABLED: 'true' }, false],
+      [{ WORKFLOWS_DISABLED: '1', WORKFLOWS_ENABLED: 'true' }, true],
+      [{ WORKFLOWS_DISABLED: '1', WORKFLOWS_ENABLED: 'false' }, false],
     ];
     for (const [env, workflow] of cases) {
       assert.equal(resolveSettings({ REQUEST_SIGNING_SECRET: SECRET, ...env }).workflowMode, workflow, JSON.stringify(env));

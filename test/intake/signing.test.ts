@@ -204,9 +204,15 @@ describe('resolveSettings: signing configuration fails closed', () => {
     assert.equal(resolveSettings({ NODE_ENV: 'development', REQUEST_SIGNING_DISABLED: '1' }, { requireSecrets: true }).signingDisabled, true);
   });
 
-  test('only the exact value 1 disables signing', () => {
-    for (const v of ['0', 'true', 'yes', '', ' 1', '01']) {
+  test('only 1 or true disables signing; 0, false and unset leave it on; anything else stops start', () => {
+    for (const v of ['0', 'false', '']) {
       assert.equal(resolveSettings({ REQUEST_SIGNING_DISABLED: v, REQUEST_SIGNING_SECRET: SECRET }).signingDisabled, false, v);
+    }
+    for (const v of ['1', 'true']) {
+      assert.equal(resolveSettings({ REQUEST_SIGNING_DISABLED: v, REQUEST_SIGNING_SECRET: SECRET }).signingDisabled, true, v);
+    }
+    for (const v of ['yes', ' 1', '01', 'TRUE']) {
+      assert.throws(() => resolveSettings({ REQUEST_SIGNING_DISABLED: v, REQUEST_SIGNING_SECRET: SECRET }), (e: Error) => e instanceof SettingsError && /REQUEST_SIGNING_DISABLED must be 1, 0, true or false/.test(e.message), v);
     }
   });
 
@@ -402,8 +408,8 @@ describe('POST /api/notifications/emit authentication', () => {
     for (let i = 0; i < 2; i++) await assertAccepted(await send(uniqueEvent(), {}, app), `unsigned #${i}`);
     const warnings = lines.filter((l) => /REQUEST_SIGNING_DISABLED/.test(l));
     assert.equal(warnings.length, 2, 'one warning per unsigned request');
-    // Other values do not disable signing.
-    for (const v of ['true', '0', 'yes']) {
+    // Off values do not disable signing.
+    for (const v of ['0', 'false']) {
       await assertUnauthorized(await send(uniqueEvent(), {}, appWith({ REQUEST_SIGNING_DISABLED: v, REQUEST_SIGNING_SECRET: SECRET })), v);
     }
   });
