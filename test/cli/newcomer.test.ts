@@ -71,6 +71,13 @@ test("a newcomer's run: `npm run dev`, then the printed examples put a notificat
   assert.equal(items.length, 2, 'one notification per emit (CLI and curl) in the reader\'s inbox');
   assert.equal(items[0]!.title, 'Obra completada: Escuela N° 42');
 
+  // 4. The dev outbox and the dead-letter list, each printed as a command of its own, run.
+  const outboxLine = /^ {2}(HERALD_URL=\S+ .*herald(?: --)? outbox)$/m.exec(out)?.[1];
+  const deadLine = /^ {2}(HERALD_URL=\S+ .*herald(?: --)? deliveries --state dead)$/m.exec(out)?.[1];
+  assert.ok(outboxLine && deadLine, `the outbox and dead-letter commands, one per line:\n${out}`);
+  await sh('sh', ['-c', outboxLine], { cwd: REPO });
+  await sh('sh', ['-c', deadLine], { cwd: REPO });
+
   const health = await fetch(`${url}/readyz`);
   assert.equal(health.status, 200);
 });

@@ -75,7 +75,8 @@ export async function devCommand(env: NodeJS.ProcessEnv, opts: { qstashDev?: boo
     settings.smtpUrl && settings.whatsapp
       ? 'Email (SMTP_URL) and WhatsApp (Cloud API) are sent for real; the delivery log and dead letters:'
       : 'Email and WhatsApp without a provider (SMTP_URL, WHATSAPP_TOKEN) land in the dev outbox:',
-    `  ${cliPrefix} outbox            ${cliPrefix} deliveries --state dead`,
+    `  ${cliPrefix} outbox`,
+    `  ${cliPrefix} deliveries --state dead`,
     '',
     'Workflows: list runs, then wake the ones waiting for an event (notify API, QSTASH_TOKEN):',
     `  ${cliPrefix} runs`,
