@@ -1,6 +1,7 @@
 import { ConfigError, ValidationError } from '../errors.ts';
 import { compileWorkflows, type CompiledWorkflows } from '../workflow/compile.ts';
 import { compileChannels, compileDelivery, type CompiledChannels, type CompiledDelivery } from './compile-channels.ts';
+import { checkCtxPaths } from './ctx-paths.ts';
 import { checkKnownKeys } from './known-keys.ts';
 import { compileTemplate, type CompiledTemplate } from './templates.ts';
 import type { EventRule, HeraldConfig } from './types.ts';
@@ -68,12 +69,24 @@ export function compileRules(config: HeraldConfig): CompiledRules {
         locales,
       };
     }
+    checkCtxPaths(r.schema, templatesIn([compiled.inApp, compiled.channels]));
     rules.set(type, compiled);
   }
   const workflows = compileWorkflows(config.workflows, new Set(rules.keys()));
   // A config may be workflows only (started through the API), but an empty one is a mistake.
   if (rules.size === 0 && workflows.byName.size === 0) throw new ConfigError('the config declares no events and no workflows');
   return { defaultLocale, rules, workflows, delivery: compileDelivery(config.delivery) };
+}
+
+/** The compiled templates inside a compiled rule's parts (objects, arrays and maps of them). */
+function templatesIn(value: unknown, found: CompiledTemplate[] = []): CompiledTemplate[] {
+  if (value instanceof Map) for (const v of value.values()) templatesIn(v, found);
+  else if (Array.isArray(value)) for (const v of value) templatesIn(v, found);
+  else if (typeof value === 'object' && value !== null) {
+    if (Array.isArray((value as CompiledTemplate).ctxPaths) && typeof (value as CompiledTemplate).render === 'function') found.push(value as CompiledTemplate);
+    else for (const v of Object.values(value)) templatesIn(v, found);
+  }
+  return found;
 }
 
 /** Finds the rule for an event type, or a 400-worthy error naming the field. */

@@ -68,7 +68,7 @@ function unknownKey(key: string, known: string[], at: string): ConfigError {
 }
 
 /** The known key within a small edit distance of `key` (a typo), if any. */
-function nearest(key: string, known: string[]): string | undefined {
+export function nearest(key: string, known: string[]): string | undefined {
   let best: { k: string; d: number } | undefined;
   for (const k of known) {
     const d = editDistance(key.toLowerCase(), k.toLowerCase());

@@ -19,6 +19,13 @@ export class TemplateError extends Error {
 
 export interface CompiledTemplate {
   source: string;
+  /** Where it is in the config (`events["x"].inApp.title`), for errors. */
+  where: string;
+  /**
+   * The `ctx` paths it reads (after `ctx`), from liquidjs's static analysis: its global variables'
+   * literal leading segments (`ctx[var]` stops a path there). rules/ctx-paths.ts checks them.
+   */
+  ctxPaths: (string | number)[][];
   render(scope: Record<string, unknown>): Promise<string>;
 }
 
@@ -33,6 +40,8 @@ export function compileTemplate(source: string, where: string): CompiledTemplate
   const plain = plainTemplate(source);
   return {
     source,
+    where,
+    ctxPaths: ctxPathsOf(parsed),
     async render(scope) {
       if (plain) {
         const out = plain(scope);
@@ -86,6 +95,20 @@ function plainTemplate(source: string): ((scope: Record<string, unknown>) => str
     }
     return out;
   };
+}
+
+function ctxPathsOf(parsed: LiquidTemplate[]): (string | number)[][] {
+  const paths: (string | number)[][] = [];
+  for (const segments of engine.globalVariableSegmentsSync(parsed)) {
+    if (segments[0] !== 'ctx') continue;
+    const literal: (string | number)[] = [];
+    for (const s of segments.slice(1)) {
+      if (typeof s !== 'string' && typeof s !== 'number') break;
+      literal.push(s);
+    }
+    if (literal.length > 0) paths.push(literal);
+  }
+  return paths;
 }
 
 const LIQUID_LITERALS = new Set(['true', 'false', 'nil', 'null', 'empty', 'blank']);
