@@ -10,6 +10,7 @@ import { notifyCommand } from './commands/notify.ts';
 import { deliveriesCommand } from './commands/deliveries.ts';
 import { runsCommand } from './commands/runs.ts';
 import { startCommand } from './commands/start.ts';
+import { tokenCommand } from './commands/token.ts';
 
 const HELP = `herald — notifications and durable workflows on Postgres
 
@@ -45,6 +46,8 @@ Commands:
       --channel <c>        email | whatsapp | webhook    --limit <n>    --json
   deliveries redrive <id…> | --all   Send dead deliveries again.
   outbox                   Messages captured by the dev outbox (no provider configured), as sent.
+  token <userId>           Print an inbox JWT for that user (JWT_SECRET, or herald dev's secret;
+      --ttl <30d>          production: JWT_SECRET only).
 
 Environment: DATABASE_URL (Postgres; otherwise PGlite in HERALD_DATA_DIR, default ./.herald),
 REQUEST_SIGNING_SECRET, JWT_SECRET, QSTASH_TOKEN, ADMIN_TOKEN, PORT (3000), HOST (127.0.0.1), HERALD_CONFIG,
@@ -116,6 +119,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
           contentType: values['content-type'],
           url: values.url,
         });
+      }
+      case 'token': {
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ttl: { type: 'string' } } });
+        return await tokenCommand(env, { userId: positionals.length === 1 ? positionals[0]! : '', ttl: values.ttl ?? '30d' });
       }
       case 'runs': {
         const { values, positionals } = parseArgs({

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { jwtVerify } from 'jose';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import { promisify } from 'node:util';
 import { BACKEND, createTestDb, type TestDb, seededDataDir } from '../helpers/db.ts';
 import { distIsFresh } from '../../scripts/dist.mjs';
 import { HERALD_BIN, startHerald } from '../helpers/processes.ts';
+import { loadOrCreateDevSecrets } from '../../src/cli/dev-secrets.ts';
 
 const run = promisify(execFile);
 const herald = (args: string[], env: Record<string, string>, cwd?: string) =>
@@ -118,6 +120,33 @@ test('a broken config stops startup with the template error and where it is', as
   const r = await herald(['start'], { ...dbEnv(), REQUEST_SIGNING_SECRET: 'a-production-grade-secret-123', PORT: '0' }, dir);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /events\["x\.y"\]\.inApp\.title/);
+});
+
+test('herald token mints an inbox JWT for a user: with JWT_SECRET, or herald dev\'s secret; refused in production without JWT_SECRET', async () => {
+  const user = '0b5e7a1c-0000-4000-8000-00000000b0b0';
+  const secret = 'y'.repeat(32);
+  const withEnv = await herald(['token', user], { JWT_SECRET: secret, HERALD_DATA_DIR: join(dir, 'no-dev') });
+  assert.equal(withEnv.code, 0, withEnv.stderr);
+  const { payload } = await jwtVerify(withEnv.stdout.trim(), Buffer.from(secret));
+  assert.equal(payload.sub, user);
+  assert.ok(payload.exp! - payload.iat! === 30 * 86_400, 'valid 30 days by default');
+
+  const devDir = join(dir, 'dev-data');
+  const dev = await loadOrCreateDevSecrets(devDir);
+  const fromDev = await herald(['token', user, '--ttl', '2h'], { HERALD_DATA_DIR: devDir });
+  assert.equal(fromDev.code, 0, fromDev.stderr);
+  const checked = await jwtVerify(fromDev.stdout.trim(), Buffer.from(dev.jwtSecret));
+  assert.equal(checked.payload.exp! - checked.payload.iat!, 7_200);
+
+  const prod = await herald(['token', user], { NODE_ENV: 'production', HERALD_DATA_DIR: devDir });
+  assert.equal(prod.code, 1);
+  assert.match(prod.stderr, /JWT_SECRET is not set/);
+  const none = await herald(['token', user], { HERALD_DATA_DIR: join(dir, 'no-dev') });
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /JWT_SECRET is not set.*herald dev/);
+  const bad = await herald(['token', 'not-a-uuid'], { JWT_SECRET: secret });
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /usage: herald token <userId>/);
 });
 
 test('herald emit explains usage errors and unreachable servers', async () => {
