@@ -157,6 +157,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     late: shedError(`waited over ${maxWaitMs} ms for a write`),
     unwritten: new DatabaseUnavailableError(`the write did not complete within ${stallMs} ms; nothing was written for this request`),
     silent: new DatabaseUnavailableError(`no write has completed for over ${maxWaitMs} ms: the database is not answering`),
+    quiet: new DatabaseUnavailableError(`no write has completed for over ${Math.round(maxWaitMs / 2)} ms: the database is not answering`),
     gone: shedError('the client went away before its write'),
   };
   const lateError = (now: number, w: Waiting<T, R>) =>
@@ -335,7 +336,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>): GroupCo
     unavailable() {
       if (down) return down.refusal;
       const now = performance.now();
-      if (inFlight > 0 && now - Math.max(wroteAt, progressAt) > maxWaitMs / 2) return refused.silent;
+      if (inFlight > 0 && now - Math.max(wroteAt, progressAt) > maxWaitMs / 2) return refused.quiet;
       return undefined;
     },
     get queued() {
