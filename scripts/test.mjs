@@ -131,7 +131,7 @@ async function runBackend(backend, ownFiles) {
   return { backend, code, run, seconds: Math.round((Date.now() - started) / 1000), fileMs: summary.files };
 }
 
-const started = Date.now();
+const suiteStarted = Date.now();
 const filesOf = (i) => (i === 0 ? files : files.filter((f) => !databaseFree.has(f)));
 if (databaseFree.size > 0 && backends.length > 1) {
   console.log(`(${databaseFree.size} database-free test files run once, with ${backends[0]})`);
@@ -149,7 +149,7 @@ for (const r of results) {
   printSlowest(r.fileMs);
   if (r.code !== 0) failedRuns++;
 }
-if (results.length > 1) console.log(`--- both backends: ${Math.round((Date.now() - started) / 1000)} s`);
+if (results.length > 1) console.log(`--- both backends: ${Math.round((Date.now() - suiteStarted) / 1000)} s`);
 /** The files whose tests took longest, to show where the time goes. */
 function printSlowest(fileMs, shown = Number(process.env.HERALD_TEST_SLOWEST ?? 8)) {
   const slowest = Object.entries(fileMs)
